@@ -1,0 +1,76 @@
+"""Command line: ``drivesegrt <command> ...``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``;
+only the chosen command's module is imported, so ``drivesegrt run`` does not pay for TensorRT or
+training imports. Bad input (ValueError, FileNotFoundError, ...) becomes one line on stderr and
+exit code 2; ``--verbose`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "run": ("drivesegrt.run", "segment a video, image folder, camera, stream or synthetic: source"),
+    "eval": ("drivesegrt.evaluate", "score models/backends on a labelled dataset split (mIoU)"),
+    "train": ("drivesegrt.train", "train a model from a config file"),
+    "export": ("drivesegrt.export", "export a checkpoint to ONNX (+ TensorRT op check)"),
+    "build": ("drivesegrt.trt_build", "build (or reuse) a TensorRT engine from ONNX"),
+    "calibrate": ("drivesegrt.quantize", "INT8 post-training quantization to a Q/DQ ONNX"),
+    "bench": ("drivesegrt.bench", "benchmark engines and the end-to-end pipeline"),
+    "data": ("drivesegrt.data.download", "download datasets; compute class weights"),
+    "replay": ("drivesegrt.replay", "serve a recorded drive as a live network stream"),
+}
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError, FileExistsError)
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="drivesegrt",
+        description="Real-time semantic segmentation for driving video.",
+        epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items())
+        + "\n\n'drivesegrt COMMAND -h' shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="run", help=argparse.SUPPRESS)
+    return p
+
+
+def _error(msg: str) -> int:
+    print(f"drivesegrt: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        _top_parser().print_help()
+        return 0
+    # No command (or only options) means `run` with defaults: the embedded demo.
+    command = argv.pop(0) if argv and not argv[0].startswith("-") else "run"
+    if command not in COMMANDS:
+        return _error(f"unknown command {command!r}; choose from {', '.join(COMMANDS)}")
+    module_name, help_text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"drivesegrt {command}", description=help_text)
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.main(args) or 0)
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        msg = str(e) or type(e).__name__
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{e.filename}: {msg}"
+        return _error(msg.splitlines()[0])
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Typed, frozen configuration from YAML; the project's only YAML reader.
+
+``load_dataclass(cls, path_or_dict)`` builds a (nested) frozen dataclass, rejecting unknown keys
+and values outside ``Literal[...]`` choices with a message naming the key and the allowed values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}: invalid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping of keys")
+    return data
+
+
+def _check_value(tp, value, key: str):
+    """Validate/convert one value against a type annotation; returns the converted value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"config key {key!r}: {value!r} is not allowed; "
+                             f"allowed: {', '.join(repr(a) for a in args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_value(a, value, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {key!r}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ValueError(f"config key {key!r}: expected {len(args)} values, got {value!r}")
+        item_types = args[:1] * len(value) if (not args or args[-1] is Ellipsis) else args
+        if not args:
+            return tuple(value)
+        return tuple(_check_value(t, v, f"{key}[{i}]") for i, (t, v) in
+                     enumerate(zip(item_types, value)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {key!r}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"config key {key!r}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, data, where: str):
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"config key {where!r}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key {prefix}{unknown[0]!r}; allowed keys: "
+                         f"{', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _check_value(hints[name], value, key)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def load_dataclass(cls, source: str | os.PathLike | dict | None, overrides: dict | None = None):
+    """Build ``cls`` from a YAML file or dict, then apply dotted-key ``overrides``
+    (``{"engine.backend": "torch"}``); both are validated the same way."""
+    data = {} if source is None else (dict(source) if isinstance(source, dict)
+                                      else read_yaml(source))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config key {dotted!r}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return _build(cls, data, "")
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,1 @@
+"""Datasets (CamVid, Cityscapes), joint image+label transforms, download helpers."""

@@ -1,0 +1,67 @@
+"""The engine interface: every runtime is one file behind these four methods.
+
+    engine = load_engine("onnxruntime", "model.onnx", device="cpu")
+    out = engine.infer(batch)      # see EngineSpec for what batch/out are
+    engine.spec                    # EngineSpec: metadata, I/O formats, device
+    engine.close()
+
+Engines never do GPU work at import time; GPU resources are created in ``load`` and
+released in ``close`` (or by using the engine as a context manager).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..meta import ModelMeta
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    backend: str            # torch | onnxruntime | tensorrt
+    meta: ModelMeta         # class names, palette, input size, mean/std, input_format, output
+    device: str             # cpu | cuda[:N]
+    precision: str          # fp32 | fp16 | int8
+    providers: tuple[str, ...] = ()   # e.g. ONNX Runtime execution providers actually used
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.meta.input_size
+
+    @property
+    def input_format(self) -> str:
+        """float_nchw: (N,3,H,W) float32 normalized RGB; uint8_nhwc_bgr: (N,H,W,3) raw frames."""
+        return self.meta.input_format
+
+    @property
+    def output(self) -> str:
+        """logits: (N,C,h,w) float; labels: (N,h,w) integer class ids (argmax in the graph)."""
+        return self.meta.output
+
+
+class Engine(ABC):
+    """One loaded model on one runtime. ``infer`` takes and returns arrays of the runtime's kind:
+    numpy on CPU; numpy or torch tensors (same device) on CUDA."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str, device: str = "cpu", **options) -> "Engine":
+        ...
+
+    @abstractmethod
+    def infer(self, batch):
+        ...
+
+    @property
+    @abstractmethod
+    def spec(self) -> EngineSpec:
+        ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
