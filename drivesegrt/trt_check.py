@@ -152,9 +152,12 @@ def _check_types(model: onnx.ModelProto, graph: _Graph, rules: dict) -> list[str
         if etype in quantized:
             producer = graph.producer.get(name)
             users = graph.consumers.get(name, [])
-            from_q = producer is None or producer.op_type in ("QuantizeLinear", "Constant")
-            to_dq = all(u.op_type == "DequantizeLinear" for u in users)
-            if not (from_q and to_dq) or name in graph.io:
+            if producer is None or producer.op_type == "Constant":   # weights, zero points
+                ok = all(u.op_type in ("QuantizeLinear", "DequantizeLinear") for u in users)
+            else:
+                ok = producer.op_type == "QuantizeLinear" and \
+                    all(u.op_type == "DequantizeLinear" for u in users)
+            if not ok or name in graph.io:
                 problems.append(f"tensor {name}: {TYPE_NAMES[etype]} only supported between "
                                 f"QuantizeLinear and DequantizeLinear (explicit quantization)")
     return problems
