@@ -167,6 +167,10 @@ def _float_logits(model: onnx.ModelProto) -> None:
                 n.output[:] = [y if o == x else o for o in n.output]
         g.node.remove(q)
         g.node.remove(dq)
+    used = {i for n in g.node for i in n.input}
+    unused = [init for init in g.initializer if init.name not in used]
+    for init in unused:          # the dropped pair's scale and zero point
+        g.initializer.remove(init)
 
 
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,

@@ -52,3 +52,12 @@ def camvid_images(n: int) -> list[Path]:
     if not CAMVID_TEST.is_dir():
         pytest.skip(f"CamVid test images not found at {CAMVID_TEST}")
     return sorted(CAMVID_TEST.glob("*.png"))[:n]
+
+
+def tiny_onnx(path: Path, name: str = "mobileseg", **export_options) -> Path:
+    """Export the tiny random-weight ``name`` to ``path`` (export_onnx options) and return it."""
+    from drivesegrt.export import export_onnx
+
+    model, meta = tiny_model(name)
+    export_onnx(model, meta, path, **export_options)
+    return path

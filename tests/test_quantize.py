@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from deploy_helpers import CAMVID_TEST, random_frames, tiny_model
+from deploy_helpers import CAMVID_TEST, random_frames, tiny_model, tiny_onnx
 from drivesegrt import cli
 from drivesegrt.export import export_onnx
 from drivesegrt.onnx_meta import read_meta_file
@@ -31,10 +31,7 @@ def calib_images():
 
 @pytest.fixture(scope="module")
 def fp32_model(tmp_path_factory):
-    model, meta = tiny_model("mobileseg")
-    path = tmp_path_factory.mktemp("q") / "fp32.onnx"
-    export_onnx(model, meta, path)
-    return path
+    return tiny_onnx(tmp_path_factory.mktemp("q") / "fp32.onnx")
 
 
 def _inits(model):

@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from deploy_helpers import random_frames, tiny_model
+from deploy_helpers import random_frames, tiny_model, tiny_onnx
 from drivesegrt import cli
 from drivesegrt.export import export_onnx
 from drivesegrt.preprocess import normalize
@@ -22,10 +22,7 @@ RECIPE = BuildRecipe("fp16", (1, 3, 360, 480), (1, 3, 360, 480), (4, 3, 360, 480
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory):
-    model, meta = tiny_model("mobileseg")
-    path = tmp_path_factory.mktemp("trt") / "tiny.onnx"
-    export_onnx(model, meta, path)
-    return path
+    return tiny_onnx(tmp_path_factory.mktemp("trt") / "tiny.onnx")
 
 
 def test_cache_key_changes_with_every_field():
