@@ -111,6 +111,30 @@ def test_agreement_is_the_fraction_of_identical_pixels(ckpts, shared_data):
     assert entries[0].cm.sum() == np.count_nonzero(split.read_label(split.pairs[0][1]) != 11)
 
 
+def test_torch_and_onnx_variants_in_one_table(ckpts, tmp_path, shared_data, capsys):
+    """Issue 4 item 7: the checkpoint and its ONNX exports (fp32, fp16, uint8 input + argmax in
+    the graph) scored through the same Segmenter, agreement vs the torch reference."""
+    from drivesegrt.export import export_onnx
+
+    path, model, meta = ckpts[0]
+    fp32, fp16, fused = tmp_path / "m.onnx", tmp_path / "m.fp16.onnx", tmp_path / "m.u8.onnx"
+    export_onnx(model, meta, fp32)
+    export_onnx(model, meta, fp16, fp16=True)
+    export_onnx(model, meta, fused, uint8_input=True, argmax=True)
+    out = tmp_path / "cmp.json"
+    assert run_eval("--model", path, "--model", fp32, "--model", fp16, "--model", fused,
+                    "--data", CAMVID, "--max-images", 1, "--json", out) == 0
+    ref, onnx32, onnx16, onnxu8 = json.loads(out.read_text())["results"]
+    assert [r["backend"] for r in (ref, onnx32, onnx16, onnxu8)] == \
+        ["torch", "onnxruntime", "onnxruntime", "onnxruntime"]
+    assert onnx16["precision"] == "fp16"
+    assert onnx32["agreement"] >= 0.9999
+    assert onnx16["agreement"] >= 0.99
+    assert onnxu8["agreement"] >= 0.999
+    assert abs(onnx32["miou"] - ref["miou"]) < 1e-3
+    assert "m.fp16.onnx [onnxruntime fp16]" in capsys.readouterr().out
+
+
 def test_cityscapes_layout(tmp_path):
     from test_data import make_cityscapes
 
