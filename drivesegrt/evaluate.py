@@ -53,9 +53,9 @@ class Entry:
     """One scored (model, backend) and its running totals."""
     path: Path
     backend: str
-    segmenter: Segmenter = None
+    segmenter: Segmenter | None = None
     precision: str = "fp32"
-    cm: np.ndarray = None                   # (C, C) int64, rows = ground truth
+    cm: np.ndarray | None = None            # (C, C) int64, rows = ground truth
     agree: int = 0                          # pixels with the reference's class
     ms: list = field(default_factory=list)  # segmenter time per image
 
@@ -178,7 +178,7 @@ def print_table(entries: list[Entry], results: list[dict], split: DatasetSplit,
     row("mean class acc", [100 * r["mean_class_acc"] for r in results])
     if len(entries) > 1:
         row("agreement vs 1st", [100 * r["agreement"] for r in results], "{:.3f}")
-    row("ms/image p50", [r["ms_per_image_p50"] for r in results])
+    row("ms/image p50", [r["ms_per_image_p50"] for r in results])   # entries run in turn
 
 
 def write_json(path: str | Path, results: list[dict]) -> None:
