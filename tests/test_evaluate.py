@@ -204,3 +204,16 @@ def test_backend_count_mismatch(tiny, tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv")
     expect_error(capsys, "--model", tiny, "--model", tiny, "--model", tiny, "--backend", "torch",
                  "--backend", "torch", "--data", data, contains="2 --backend values for 3")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)")
+def test_cuda_scores_match_cpu(ckpts, tmp_path, shared_data):
+    path = ckpts[0][0]
+    results = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.json"
+        assert run_eval("--model", path, "--device", device, "--data", CAMVID,
+                        "--max-images", N_IMAGES, "--json", out) == 0
+        results[device] = json.loads(out.read_text())
+    assert results["cuda"]["miou"] == pytest.approx(results["cpu"]["miou"], abs=1e-3)
+    assert results["cuda"]["pixel_acc"] == pytest.approx(results["cpu"]["pixel_acc"], abs=1e-3)
