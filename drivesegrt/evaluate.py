@@ -32,8 +32,8 @@ def add_arguments(p):
                    help="torch checkpoint or ONNX file; repeat to compare several (the first is "
                         f"the reference); default: the bundled {DEFAULT_MODEL.name}")
     p.add_argument("--backend", action="append", choices=list(BACKENDS),
-                   help="once for all models or once per --model, in order; default: "
-                        "onnxruntime for .onnx files, torch otherwise")
+                   help="once for all models or once per --model, in order (an ONNX file needs "
+                        "onnxruntime or tensorrt); default: torch, as in run")
     p.add_argument("--data", required=True, help="dataset root (CamVid SegNet layout or "
                                                  "Cityscapes leftImg8bit/gtFine)")
     p.add_argument("--split", default="test")
@@ -106,9 +106,8 @@ def plan_entries(models, backends) -> list[Entry]:
     if backends and len(backends) not in (1, len(paths)):
         raise ValueError(f"{len(backends)} --backend values for {len(paths)} --model values; "
                          f"give one for all or one per model")
-    if not backends:
-        backends = ["onnxruntime" if p.suffix.lower() == ".onnx" else "torch" for p in paths]
-    elif len(backends) == 1:
+    backends = backends or ["torch"]
+    if len(backends) == 1:
         backends = backends * len(paths)
     return [Entry(p, b) for p, b in zip(paths, backends)]
 

@@ -123,6 +123,7 @@ def test_torch_and_onnx_variants_in_one_table(ckpts, tmp_path, shared_data, caps
     export_onnx(model, meta, fused, uint8_input=True, argmax=True)
     out = tmp_path / "cmp.json"
     assert run_eval("--model", path, "--model", fp32, "--model", fp16, "--model", fused,
+                    "--backend", "torch", *["--backend", "onnxruntime"] * 3,
                     "--data", CAMVID, "--max-images", 1, "--json", out) == 0
     ref, onnx32, onnx16, onnxu8 = json.loads(out.read_text())["results"]
     assert [r["backend"] for r in (ref, onnx32, onnx16, onnxu8)] == \

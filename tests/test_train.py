@@ -1,9 +1,11 @@
 """A 2-step training of a tiny model on a handful of real CamVid images, resume, and the
-checkpoint it writes being accepted by ``drivesegrt eval``."""
+checkpoint it writes being accepted by ``drivesegrt eval`` and ``drivesegrt run``."""
 from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -91,3 +93,33 @@ def test_eval_accepts_the_trained_checkpoint(trained, tmp_path):
     # checkpoint's 96x128 input size first, so the numbers are close, not identical
     best = [rec for rec in log_records(out) if rec.get("best")][-1]
     assert r["miou"] == pytest.approx(best["val_miou"], abs=0.05)
+
+
+def test_run_accepts_the_checkpoint_and_its_masks_score_like_eval(trained, tmp_path):
+    """`drivesegrt run --save-masks` on CamVid test images gives masks whose scores equal
+    `drivesegrt eval`'s exactly: both go through the same Segmenter."""
+    from drivesegrt.data.splits import open_split
+    from drivesegrt.metrics import confusion_matrix, scores
+
+    _, out = trained
+    split = open_split(CAMVID, "test")
+    pairs = split.pairs[:2]
+    source = tmp_path / "images"
+    source.mkdir()
+    for img, _ in pairs:
+        (source / img.name).symlink_to(img)
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", "--source", str(source), "--model", str(out / "best.pt"),
+                     "--output", str(run_dir), "--save-masks"]) == 0
+    cm = 0
+    for img, lab in pairs:
+        mask = cv2.imread(str(run_dir / "masks" / f"{img.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask is not None and mask.shape == (360, 480) and mask.dtype == np.uint8
+        cm = cm + confusion_matrix(mask, split.read_label(lab), 11)
+    from_masks = scores(cm, split.labels.class_names)
+    scores_path = tmp_path / "s.json"
+    assert cli.main(["eval", "--model", str(out / "best.pt"), "--data", str(CAMVID),
+                     "--max-images", "2", "--json", str(scores_path)]) == 0
+    from_eval = json.loads(scores_path.read_text())
+    for key in ("miou", "pixel_acc", "mean_class_acc", "per_class_iou"):
+        assert from_eval[key] == from_masks[key], key
