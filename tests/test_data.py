@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import CAMVID
+from data_helpers import CS_IDS, CS_TRAIN, make_camvid, make_cityscapes
 from drivesegrt.data.camvid import SegmentationDataset, camvid_pairs, read_label
 from drivesegrt.data.cityscapes import cityscapes_pairs, label_id_lut, read_cityscapes_label
 from drivesegrt.data.class_weights import median_frequency_weights
@@ -101,16 +102,6 @@ def test_dataset_items_from_real_camvid(shared_data):
 
 # --- CamVid layout errors ---------------------------------------------------------------------
 
-def make_camvid(root, split="train", n=3, hw=(8, 12), label_value=1):
-    for folder in (split, f"{split}annot"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        cv2.imwrite(str(root / split / f"f{i}.png"), np.full((*hw, 3), 50, np.uint8))
-        cv2.imwrite(str(root / f"{split}annot" / f"f{i}.png"),
-                    np.full(hw, label_value, np.uint8))
-    return root
-
-
 def load_all(root, split="train"):
     ds = open_split(root, split)
     return [SegmentationDataset(ds.pairs, ds.labels, label_fn=ds.read_label)[i]
@@ -160,28 +151,6 @@ def test_camvid_void_is_allowed(tmp_path):
 
 
 # --- Cityscapes -------------------------------------------------------------------------------
-
-# label ids written by the fixture and the train ids they must become
-CS_IDS = np.array([[7, 8, 11, 26], [0, 23, 24, 33], [3, 29, 19, 20]], np.uint8)
-CS_TRAIN = np.array([[0, 1, 2, 13], [255, 10, 11, 18], [255, 255, 6, 7]], np.uint8)
-
-
-def make_cityscapes(root, split="val", per_city=2, cities=("aachen", "bremen")):
-    """leftImg8bit/{split}/{city}/{city}_000000_00000{i}_leftImg8bit.png + gtFine labelIds."""
-    for c, city in enumerate(cities):
-        for folder in ("leftImg8bit", "gtFine"):
-            (root / folder / split / city).mkdir(parents=True, exist_ok=True)
-        for i in range(per_city):
-            stem = f"{city}_000000_{i:06d}"
-            cv2.imwrite(str(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"),
-                        np.full((*CS_IDS.shape, 3), 10 * (c * per_city + i), np.uint8))
-            cv2.imwrite(str(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"),
-                        np.roll(CS_IDS, i, axis=1))
-            # the other gtFine files must not be taken for labels
-            cv2.imwrite(str(root / "gtFine" / split / city / f"{stem}_gtFine_color.png"),
-                        np.zeros((*CS_IDS.shape, 3), np.uint8))
-    return root
-
 
 def test_cityscapes_label_ids_to_train_ids(tmp_path):
     root = make_cityscapes(tmp_path)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
 from conftest import CAMVID
+from data_helpers import make_camvid
 from drivesegrt import cli
 from drivesegrt.data.download import SEGNET_CAMVID_WEIGHTS, parse_split_list
 
@@ -101,22 +101,13 @@ def test_split_list_parsing():
         parse_split_list("\n", "val", "val.txt")
 
 
-def write_camvid(root, split, labels):
-    """A CamVid-layout split from a list of HxW uint8 label arrays (images are gray)."""
-    for folder in (split, f"{split}annot"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for i, lab in enumerate(labels):
-        cv2.imwrite(str(root / split / f"f{i}.png"), np.full((*lab.shape, 3), 90, np.uint8))
-        cv2.imwrite(str(root / f"{split}annot" / f"f{i}.png"), lab)
-
-
 def test_weights_command_hand_example(tmp_path, capsys):
     # image 0: class 0 on 6 px, class 1 on 2 px; image 1: class 1 on 4 px, class 2 on 2 px,
     # void (11) on 2 px. freq_c = pixels of c / pixels of images containing c:
     # f0 = 6/8, f1 = 6/16, f2 = 2/8; median 3/8 -> weights 0.5, 1, 1.5; unseen classes 0.
     a = np.array([[0, 0, 0, 1], [0, 0, 0, 1]], np.uint8)
     b = np.array([[1, 1, 2, 11], [1, 1, 2, 11]], np.uint8)
-    write_camvid(tmp_path / "cv", "train", [a, b])
+    make_camvid(tmp_path / "cv", "train", [a, b])
     out = tmp_path / "w.json"
     assert run_cli("data", "weights", "--data", tmp_path / "cv", "--out", out) == 0
     data = json.loads(out.read_text())

@@ -9,25 +9,13 @@ import pytest
 import torch
 
 from conftest import CAMVID
+from data_helpers import make_camvid, make_cityscapes, tiny_checkpoint
 from drivesegrt import cli, evaluate
-from drivesegrt.checkpoint import save_checkpoint
 from drivesegrt.data.splits import open_split
 from drivesegrt.labels import CAMVID11, CITYSCAPES19
-from drivesegrt.meta import ModelMeta
-from drivesegrt.models import TINY_KWARGS, build_model
 from drivesegrt.train import evaluate as train_evaluate
 
 N_IMAGES = 2
-
-
-def tiny_checkpoint(path, labels=CAMVID11, seed=0, input_size=(360, 480)):
-    torch.manual_seed(seed)
-    kwargs = TINY_KWARGS["mobileseg"]
-    model = build_model("mobileseg", labels.num_classes, **kwargs).eval()
-    meta = ModelMeta.for_label_set("mobileseg", labels, arch_kwargs=kwargs,
-                                   input_size=input_size)
-    save_checkpoint(path, model, meta)
-    return path, model, meta
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +125,6 @@ def test_torch_and_onnx_variants_in_one_table(ckpts, tmp_path, shared_data, caps
 
 
 def test_cityscapes_layout(tmp_path):
-    from test_data import make_cityscapes
-
     root = make_cityscapes(tmp_path / "cs", split="val")
     path, *_ = tiny_checkpoint(tmp_path / "cs.pt", CITYSCAPES19, input_size=(32, 32))
     out = tmp_path / "s.json"
@@ -151,7 +137,6 @@ def test_cityscapes_layout(tmp_path):
 # --- errors: one line, exit 2, naming the file ------------------------------------------------
 
 def fixture_camvid(root, n=2):
-    from test_data import make_camvid
     return make_camvid(root, split="test", n=n, hw=(36, 48))
 
 
