@@ -130,3 +130,92 @@ def load_dataclass(cls, source: str | os.PathLike | dict | None, overrides: dict
 
 def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
+
+
+# ---------------------------------------------------------------- `drivesegrt run` config
+# Every default lives here and, commented, in config.yaml; CLI flags override (run.py).
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+
+
+def _require(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ValueError(f"config key {key!r}: {msg}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""                     # "" = the bundled drivesegrt/weights/mobileseg_camvid.pt
+    backend: typing.Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    device: str = "cpu"                # cpu | cuda | cuda:N
+    input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size
+    threads: int = 0                   # torch intra-op threads; 0 = torch's default
+
+    def validate(self):
+        _require(self.input_size is None or min(self.input_size) >= 8, "model.input_size",
+                 f"must be [height, width] >= 8, got {self.input_size}")
+        _require(self.threads >= 0, "model.threads", f"must be >= 0, got {self.threads}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    resize: typing.Literal["stretch", "letterbox"] = "stretch"
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessConfig:
+    filter: typing.Literal["linear", "point"] = "linear"
+    remap: typing.Literal["camvid11", "cityscapes19", "driving5"] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlayConfig:
+    alpha: float = 0.5
+    legend: bool = True
+    hud: bool = True
+
+    def validate(self):
+        _require(0.0 <= self.alpha <= 1.0, "overlay.alpha", f"must be in [0, 1], got {self.alpha}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SinksConfig:
+    video: bool = True                 # overlay.mp4 (video, stream, camera, synthetic sources)
+    video_codec: typing.Literal["auto", "h264", "mp4v"] = "auto"
+    video_preset: typing.Literal[X264_PRESETS] = "ultrafast"   # type: ignore[valid-type]
+    video_crf: int = 23
+    images: bool = True                # overlays/<stem>.jpg (image sources)
+    masks: bool = False                # masks/*.png class ids (--save-masks)
+    show: bool = False                 # a window, when a display exists (--show)
+    jsonl: bool = True                 # frames.jsonl
+
+    def validate(self):
+        _require(0 <= self.video_crf <= 51, "sinks.video_crf", f"must be 0..51, got {self.video_crf}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    queue_size: int = 4                # capture and publish queue depth (recorded sources)
+    writer_queue: int = 8              # frames buffered per sink writer thread
+
+    def validate(self):
+        _require(self.queue_size >= 1, "pipeline.queue_size", f"must be >= 1, got {self.queue_size}")
+        _require(self.writer_queue >= 1, "pipeline.writer_queue",
+                 f"must be >= 1, got {self.writer_queue}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    source: str = "synthetic:"
+    output: str | None = None          # None = runs/<timestamp>/
+    max_frames: int | None = None      # None = until the source ends
+    model: ModelConfig = ModelConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    overlay: OverlayConfig = OverlayConfig()
+    sinks: SinksConfig = SinksConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    def validate(self):
+        _require(self.max_frames is None or self.max_frames >= 1, "max_frames",
+                 f"must be >= 1, got {self.max_frames}")

@@ -1,0 +1,225 @@
+"""The streaming pipeline: capture -> infer -> publish on threads joined by bounded queues.
+
+    capture thread  (sources.Prefetch | sources.LatestFrame)  decode; live: keep newest only
+        │ bounded queue (recorded) / single slot (live)
+    infer thread    Segmenter: preprocess + engine + postprocess
+        │ bounded queue
+    publish thread  Overlay + sinks (video/images/masks/window hand off to their writer
+                    threads) + frames.jsonl; per-frame latency; progress bar
+
+Stages overlap, so throughput approaches the slowest stage rather than the sum. Stopping:
+end of stream, ``max_frames``, or ``stop()`` (Ctrl-C/SIGTERM, wired in run.py) stop the
+capture and let the frames already queued drain through publish; ``close`` of the sinks then
+finalizes the outputs. An exception in any stage aborts the others (no thread waits forever on
+a queue nobody serves) and is re-raised by :meth:`Pipeline.run` after the sinks are closed.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from .frame import STAGES, Frame
+from .segmenter import Segmenter
+from .sinks import JsonlSink, Sink
+from .sources import Source, open_reader
+from .timing import RateMeter, StageStats, ms_since, now, percentiles
+from .visualize import Overlay
+
+_END = object()
+
+
+@dataclass
+class RunStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped: int = 0
+    frames_failed: int = 0
+    stages: StageStats = field(default_factory=StageStats)
+    latency_ms: list[float] = field(default_factory=list)
+    t_start: float = 0.0
+    t_end: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def wall_s(self) -> float:
+        return max(0.0, self.t_end - self.t_start)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class Pipeline:
+    """Wire one source, one Segmenter, one Overlay and sinks; ``run()`` blocks until done.
+
+    queue_size: depth of the capture and publish queues. max_frames: stop after this many
+    frames entered the pipeline (None = until the source ends). on_frame: called in the
+    publish thread after each published frame (e.g. a progress bar's update).
+    """
+
+    def __init__(self, source: Source, segmenter: Segmenter, overlay: Overlay,
+                 sinks: list[Sink], jsonl: JsonlSink | None = None, queue_size: int = 4,
+                 max_frames: int | None = None, on_frame=None):
+        self.source = source
+        self.segmenter = segmenter
+        self.overlay = overlay
+        self.sinks = list(sinks)
+        self.jsonl = jsonl
+        self.queue_size = max(1, queue_size)
+        self.max_frames = max_frames
+        self.on_frame = on_frame
+        self.stats = RunStats()
+        self._stop = threading.Event()       # drain: stop capturing, publish what is queued
+        self._abort = threading.Event()      # error: everyone leaves now
+        self._errors: list[BaseException] = []
+        self._reader = None
+
+    # -- control -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop capturing; frames already in the pipeline are still published (drain)."""
+        self.stats.interrupted = True
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.stop()
+
+    def abort(self) -> None:
+        self._abort.set()
+        self.stop()
+
+    # -- stages --------------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self._abort.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _fail(self, e: BaseException) -> None:
+        self._errors.append(e)
+        self.abort()
+
+    def _infer_loop(self, out_q: queue.Queue) -> None:
+        try:
+            while not self._abort.is_set():
+                frame = self._reader.read()
+                if frame is None:
+                    break
+                frame.labels, times = self.segmenter(frame.image)
+                frame.stages_ms.update(times)
+                if not self._put(out_q, frame):
+                    break
+        except BaseException as e:
+            self._fail(e)
+        finally:
+            self._put(out_q, _END)
+
+    def _publish_loop(self, in_q: queue.Queue) -> None:
+        rate = RateMeter()
+        hud = {"fps": 0.0, "stages_ms": {}}
+        stats = self.stats
+        try:
+            while True:
+                frame = self._get(in_q)
+                if frame is _END:
+                    break
+                t0 = now()
+                frame.overlay = self.overlay(frame.image, frame.labels, hud)
+                t1 = now()
+                frame.stages_ms["overlay"] = (t1 - t0) * 1e3
+                for sink in self.sinks:
+                    sink.write(frame)
+                frame.stages_ms["write"] = ms_since(t1)
+                t_pub = now()
+                frame.latency_ms = (t_pub - frame.t_capture) * 1e3
+                stats.frames_out += 1
+                stats.stages.add_all(frame.stages_ms)
+                stats.latency_ms.append(frame.latency_ms)
+                if self.jsonl is not None:
+                    self.jsonl.write(frame)
+                hud = {"fps": rate.tick(t_pub),
+                       "stages_ms": {k: frame.stages_ms[k] for k in STAGES if k in frame.stages_ms}}
+                frame.image = frame.labels = frame.overlay = None   # free early; sinks hold refs
+                if self.on_frame is not None:
+                    self.on_frame(frame)
+        except BaseException as e:
+            self._fail(e)
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self, poll_s: float = 0.1) -> RunStats:
+        """Run to the end (or stop/abort); returns RunStats. Sinks are closed (finalized) even
+        when a stage failed; the first error is re-raised afterwards."""
+        stats = self.stats
+        stats.t_start = now()
+        self._reader = open_reader(self.source, self.queue_size, self.max_frames)
+        if self._stop.is_set():
+            self._reader.stop()
+        pub_q: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        threads = [threading.Thread(target=self._infer_loop, args=(pub_q,), name="infer",
+                                    daemon=True),
+                   threading.Thread(target=self._publish_loop, args=(pub_q,), name="publish",
+                                    daemon=True)]
+        try:
+            for t in threads:
+                t.start()
+            # The main thread only waits, so it stays free to run signal handlers.
+            while any(t.is_alive() for t in threads):
+                threads[-1].join(timeout=poll_s)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            for t in threads:
+                t.join(timeout=10)
+            self._reader.close()
+            stats.t_end = now()
+            stats.frames_in = self._reader.frames_in
+            stats.frames_dropped = self._reader.frames_dropped
+            stats.frames_failed = getattr(self.source, "frames_failed", 0)
+            self._close_sinks()
+            if self._reader.error is not None:
+                self._errors.append(self._reader.error)
+        if self._errors:
+            raise self._errors[0]
+        return stats
+
+    def _close_sinks(self) -> None:
+        for sink in [*self.sinks, *([self.jsonl] if self.jsonl else [])]:
+            try:
+                sink.close()
+            except BaseException as e:
+                self._errors.append(e)
+
+    # -- summary -------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """The summary.json core: counts, fps, per-stage and latency percentiles."""
+        s = self.stats
+        stages = {k: percentiles(s.stages.values(k)) for k in STAGES if s.stages.values(k)}
+        for sink in self.sinks:
+            if sink.encode_ms():
+                stages["encode"] = percentiles(sink.encode_ms())
+        return {
+            "frames_in": s.frames_in,
+            "frames_out": s.frames_out,
+            "frames_dropped": s.frames_dropped,
+            "frames_failed": s.frames_failed,
+            "fps": round(s.fps, 3),
+            "wall_s": round(s.wall_s, 3),
+            "reconnects": getattr(self.source, "reconnects", 0),
+            "interrupted": s.interrupted,
+            "stages_ms": stages,
+            "stages_mean_ms": {k: round(s.stages.mean(k), 3) for k in STAGES
+                               if s.stages.values(k)},
+            "latency_ms": percentiles(s.latency_ms),
+        }
+

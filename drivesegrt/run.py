@@ -1,0 +1,214 @@
+"""``drivesegrt run``: segment a source and publish overlays, masks and timings.
+
+    drivesegrt run --source clip.mp4 --output runs/demo --save-masks
+
+Reads config (``--config FILE``, else the defaults in config.RunConfig, mirrored in
+config.yaml), applies CLI flags on top, opens the source, loads the engine, wires the
+pipeline and writes ``summary.json``. Ctrl-C / SIGTERM drain and finalize, exit code 130.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .config import RunConfig, load_dataclass, to_dict
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "mobileseg_camvid.pt"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
+                   "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
+    p.add_argument("--model", help=f"model file (default: bundled {BUNDLED_MODEL.name})")
+    p.add_argument("--backend", help="torch | onnxruntime | tensorrt (default: torch)")
+    p.add_argument("--device", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
+    p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--filter", help="upsampling of the model output: linear | point")
+    p.add_argument("--resize", help="fit frames to the model input: stretch | letterbox")
+    p.add_argument("--remap", help="reduced label set for outputs, e.g. driving5")
+    p.add_argument("--alpha", type=float, help="overlay opacity 0..1")
+    p.add_argument("--save-masks", action="store_true", default=None,
+                   help="write masks/*.png (uint8 class ids at source resolution)")
+    p.add_argument("--show", action="store_true", default=None,
+                   help="show the overlay in a window (needs a display)")
+    p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+
+
+def load_run_config(args) -> RunConfig:
+    overrides = {
+        "source": args.source, "output": args.output, "max_frames": args.max_frames,
+        "model.path": args.model, "model.backend": args.backend, "model.device": args.device,
+        "preprocess.resize": args.resize, "postprocess.filter": args.filter,
+        "postprocess.remap": args.remap, "overlay.alpha": args.alpha,
+        "sinks.masks": args.save_masks, "sinks.show": args.show,
+        "sinks.video": False if args.no_video else None,
+    }
+    return load_dataclass(RunConfig, args.config, overrides)
+
+
+def prepare_output(output: str | None) -> Path:
+    """Create the run directory (default runs/<timestamp>/) and prove it is writable."""
+    if output:
+        out = Path(output)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / stamp
+        n = 1
+        while out.exists():
+            out = Path("runs") / f"{stamp}-{n}"
+            n += 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
+        raise PermissionError(f"output directory {out} is not writable "
+                              f"({e.strerror or type(e).__name__})") from None
+    return out
+
+
+def load_segmenter(cfg: RunConfig):
+    from .engines import load_engine
+    from .segmenter import Segmenter
+
+    path = Path(cfg.model.path) if cfg.model.path else BUNDLED_MODEL
+    if cfg.model.threads:
+        import torch
+        torch.set_num_threads(cfg.model.threads)
+    try:
+        engine = load_engine(cfg.model.backend, str(path), device=cfg.model.device)
+    except ImportError as e:
+        raise ValueError(f"backend {cfg.model.backend!r} is not available here ({e})") from None
+    seg = Segmenter(engine, cfg.postprocess.filter, cfg.preprocess.resize, cfg.postprocess.remap,
+                    cfg.model.input_size)
+    seg.warmup()
+    return seg, path
+
+
+def make_sinks(cfg: RunConfig, out: Path, source):
+    from .sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
+
+    sinks = []
+    depth = cfg.pipeline.writer_queue
+    if source.kind == "images":
+        if cfg.sinks.images:
+            sinks.append(ImageSink(out / "overlays", depth))
+    elif cfg.sinks.video:
+        sinks.append(VideoSink(out / "overlay.mp4", source.size, source.fps,
+                               cfg.sinks.video_codec, cfg.sinks.video_preset,
+                               cfg.sinks.video_crf, depth))
+    if cfg.sinks.masks:
+        sinks.append(MaskSink(out / "masks", depth))
+    if cfg.sinks.show:
+        reason = WindowSink.unavailable_reason()
+        if reason:
+            print(f"drivesegrt: warning: --show ignored: {reason}", file=sys.stderr)
+        else:
+            sinks.append(WindowSink())
+    jsonl = JsonlSink(out / "frames.jsonl") if cfg.sinks.jsonl else None
+    return sinks, jsonl
+
+
+class _SignalStop:
+    """SIGINT/SIGTERM -> pipeline.stop() (drain and finalize); a second signal aborts."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None:
+            self.pipeline.abort()
+        self.signum = signum
+        print(f"\ndrivesegrt: {signal.Signals(signum).name}: draining and finalizing outputs "
+              f"(again to abort)", file=sys.stderr)
+        self.pipeline.stop()
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def main(args) -> int:
+    from .pipeline import Pipeline
+    from .sinks import write_json
+    from .sources import open_source
+    from .visualize import Overlay
+
+    cfg = load_run_config(args)
+    source = open_source(cfg.source)
+    try:
+        seg, model_path = load_segmenter(cfg)
+        out = prepare_output(cfg.output)
+        sinks, jsonl = make_sinks(cfg, out, source)
+        overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
+                          cfg.overlay.hud)
+        progress = _progress(source, cfg.max_frames)
+        pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
+                            cfg.max_frames, on_frame=progress.update if progress else None)
+        with _SignalStop(pipeline) as sig:
+            try:
+                pipeline.run()
+            finally:
+                if progress:
+                    progress.close()
+        summary = {**pipeline.summary(),
+                   "source": source.describe(),
+                   "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
+                             "device": seg.engine.spec.device, "arch": seg.meta.arch,
+                             "input_size": list(seg.input_size), "classes": list(seg.class_names),
+                             "filter": seg.filter_mode, "resize": seg.resize},
+                   "outputs": {s.name: s.describe() for s in sinks},
+                   "output_dir": str(out),
+                   "config": to_dict(cfg)}
+        write_json(out / "summary.json", summary)
+        print_summary(summary)
+        seg.engine.close()
+    finally:
+        source.close()
+    return 130 if sig.signum is not None else 0
+
+
+def _progress(source, max_frames):
+    if source.live:
+        return None
+    from tqdm import tqdm
+
+    total = source.frame_count
+    if max_frames is not None:
+        total = min(total, max_frames) if total else max_frames
+    return tqdm(total=total, unit="frame", desc="drivesegrt run", disable=None, leave=False)
+
+
+def print_summary(s: dict) -> None:
+    """The end-of-run table: counts, FPS, per-stage and latency percentiles (ms)."""
+    src = s["source"]
+    print(f"source   {src['spec']} ({src['kind']}, {src['width']}x{src['height']} @ {src['fps']:g} fps)")
+    m = s["model"]
+    print(f"model    {m['path']} ({m['arch']}, {m['backend']}/{m['device']}, input "
+          f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
+    print(f"frames   in {s['frames_in']}  out {s['frames_out']}  dropped {s['frames_dropped']}"
+          f"  failed {s['frames_failed']}  reconnects {s['reconnects']}"
+          + ("  (interrupted)" if s["interrupted"] else ""))
+    print(f"speed    {s['fps']:.1f} FPS end-to-end over {s['wall_s']:.2f} s")
+    print(f"{'stage (ms)':<14}{'p50':>9}{'p95':>9}{'p99':>9}")
+    rows = list(s["stages_ms"].items()) + [("latency", s["latency_ms"])]
+    for name, p in rows:
+        print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    for name, o in s["outputs"].items():
+        extra = f" [{o['encoder']}]" if "encoder" in o else ""
+        print(f"output   {name}: {o['path']}{extra}")
+    print(f"output   summary: {Path(s['output_dir']) / 'summary.json'}")

@@ -1,0 +1,100 @@
+"""Segmenter: preprocess + engine.infer + postprocess for one frame.
+
+Shared by the streaming pipeline (its infer stage) and ``drivesegrt eval``. Everything about
+the model (input size, mean/std, classes, palette, input/output format) comes from
+``engine.spec.meta``; nothing is hard-coded here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .engines.base import Engine
+from .labels import LabelSet, remap_table
+from .postprocess import FILTER_MODES, Postprocessor
+from .preprocess import RESIZE_MODES, preprocess
+from .timing import ms_since, now
+
+
+class Segmenter:
+    """preprocess + engine.infer + postprocess for one frame (shared by the pipeline and eval).
+
+    filter_mode: ``linear`` | ``point`` (see postprocess). resize: ``stretch`` | ``letterbox``.
+    remap: optional reduced label set name (e.g. ``driving5``). input_size: (H, W) override of
+    the model's input size (fully convolutional models only).
+    Not thread-safe: use one Segmenter per thread (it reuses buffers).
+    """
+
+    def __init__(self, engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
+                 remap: str | None = None, input_size: tuple[int, int] | None = None):
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize mode {resize!r}; allowed: {', '.join(RESIZE_MODES)}")
+        if filter_mode not in FILTER_MODES:
+            raise ValueError(f"filter mode {filter_mode!r}; allowed: {', '.join(FILTER_MODES)}")
+        self.engine = engine
+        self.meta = engine.spec.meta
+        self.resize = resize
+        self.input_size = tuple(int(v) for v in (input_size or self.meta.input_size))
+        if len(self.input_size) != 2 or min(self.input_size) < 8:
+            raise ValueError(f"input size must be (height, width) >= 8, got {self.input_size}")
+        source = LabelSet(self.meta.label_set, self.meta.class_names, self.meta.palette,
+                          self.meta.ignore_index)
+        lut, target = (None, source) if remap is None else remap_table(source, remap)
+        self._labels = target
+        self._post = Postprocessor(filter_mode, lut)
+
+    @property
+    def filter_mode(self) -> str:
+        return self._post.filter_mode
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names of the ids this Segmenter returns (after remap)."""
+        return self._labels.class_names
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """RGB color per returned class id (after remap)."""
+        return self._labels.palette
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """(H,W,3) uint8 BGR -> ((H,W) uint8 class ids at frame size,
+        {"preprocess": ms, "infer": ms, "postprocess": ms})"""
+        t0 = now()
+        batch, geom = preprocess(frame, self.input_size, self.meta.mean, self.meta.std,
+                                 self.resize, self.meta.input_format)
+        t1 = now()
+        out = self.engine.infer(batch)
+        t2 = now()
+        labels = self._post(out[0], geom)
+        times = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
+                 "postprocess": ms_since(t2)}
+        return labels, times
+
+    def warmup(self, runs: int = 2) -> None:
+        """Run on a blank frame to warm the engine up and check that its output agrees with
+        the model's metadata (class count, shape); ValueError naming the mismatch if not."""
+        h, w = self.input_size
+        frame = np.zeros((h, w, 3), np.uint8)
+        batch, _ = preprocess(frame, self.input_size, self.meta.mean, self.meta.std,
+                              self.resize, self.meta.input_format)
+        for _ in range(runs):
+            try:
+                out = self.engine.infer(batch)
+            except (RuntimeError, ValueError, TypeError) as e:
+                first = (str(e).splitlines() or [type(e).__name__])[0]
+                raise ValueError(f"model does not accept input {tuple(batch.shape)} "
+                                 f"({self.meta.input_format}): {first}") from None
+        self._check_output(out)
+
+    def _check_output(self, out) -> None:
+        shape = tuple(out.shape)
+        n = self.meta.num_classes
+        if self.meta.output == "labels":
+            if len(shape) != 3:
+                raise ValueError(f"model declares label output (N,h,w) but returns {shape}")
+            return
+        if len(shape) != 4:
+            raise ValueError(f"model declares logits (N,C,h,w) but returns shape {shape}")
+        if shape[1] != n:
+            raise ValueError(f"model outputs {shape[1]} classes but its metadata names {n} "
+                             f"({', '.join(self.meta.class_names[:4])}, ...)")

@@ -1,0 +1,58 @@
+"""Helpers for the pipeline tests: a tiny random-weight checkpoint and run-dir readers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import torch
+
+from drivesegrt.checkpoint import save_checkpoint
+from drivesegrt.labels import CAMVID11
+from drivesegrt.meta import ModelMeta
+from drivesegrt.models import TINY_KWARGS, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_checkpoint(path: Path, input_size=(360, 480), seed: int = 0) -> Path:
+    """A random-weight tiny MobileSeg with CamVid-11 metadata (logits at 1/4 input)."""
+    torch.manual_seed(seed)
+    kw = TINY_KWARGS["mobileseg"]
+    model = build_model("mobileseg", CAMVID11.num_classes, **kw)
+    meta = ModelMeta.for_label_set("mobileseg", CAMVID11, arch_kwargs=dict(kw),
+                                   input_size=tuple(input_size))
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def run_cli(*args: str, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """``python -m drivesegrt ARGS`` as a real process, from this checkout."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "drivesegrt", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def video_info(path: Path) -> tuple[int, int, int]:
+    """(frames decoded, width, height) by decoding every frame with OpenCV."""
+    cap = cv2.VideoCapture(str(path))
+    n, size = 0, (0, 0)
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n += 1
+        size = (frame.shape[1], frame.shape[0])
+    cap.release()
+    return n, *size
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
