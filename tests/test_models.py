@@ -108,9 +108,14 @@ def test_unknown_model_is_a_value_error():
         build_model("nope", 11)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_onnx_export_matches_torch(name, tmp_path):
-    model = tiny(name).eval()
+# every model at its default upsampling, and every upsampling choice once (encdec takes them all)
+EXPORT_CASES = [(n, None) for n in MODELS] + [("encdec", m) for m in UPSAMPLE_MODES
+                                               if m != "nearest"]
+
+
+@pytest.mark.parametrize("name,mode", EXPORT_CASES)
+def test_onnx_export_matches_torch(name, mode, tmp_path):
+    model = (tiny(name, upsample=mode) if mode else tiny(name)).eval()
     graph = export_onnx(model, torch.randn(1, 3, *ODD), tmp_path / f"{name}.onnx")
     ops = [n.op_type for n in graph.graph.node]
     assert "MaxUnpool" not in ops
@@ -169,8 +174,8 @@ def test_max_unpool_onnx_keeps_first_max(tmp_path):
         assert np.array_equal(run_onnx(tmp_path / "unpool.onnx", x), expected)
 
 
-def test_segnet_uses_the_encoder_switches():
-    # an identity-like check: SegNet's default decoder is max_unpool, one per encoder stage
+def test_default_upsampling():
+    # SegNet unpools with the switches of each of its five encoder stages
     model = tiny("segnet")
     assert [up.mode for up in model.ups] == ["max_unpool"] * 5
     assert tiny("encdec").ups[0].mode == "nearest"
