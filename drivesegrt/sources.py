@@ -240,8 +240,8 @@ class SyntheticSource(Source):
         w, h = self.size
         img = np.empty((h, w, 3), np.uint8)
         horizon = int(h * 0.45)
-        sky = np.linspace(235, 170, horizon, dtype=np.float32)[:, None]
-        img[:horizon] = np.stack([sky, sky * 0.85, sky * 0.6], -1).astype(np.uint8)[:, :, ::-1]
+        sky = np.linspace(235, 170, horizon, dtype=np.float32)
+        img[:horizon] = np.stack([sky, sky * 0.85, sky * 0.6], -1).astype(np.uint8)[:, None]  # BGR
         img[horizon:] = (70, 110, 80)                                  # verge (BGR green-grey)
         x = 0
         while x < w:                                                   # buildings
