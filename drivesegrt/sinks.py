@@ -251,13 +251,14 @@ class WindowSink(Sink):
 
 
 class JsonlSink(Sink):
-    """frames.jsonl: ``Frame.record()`` per published frame (line-buffered writes)."""
+    """frames.jsonl: ``Frame.record()`` per published frame, line-buffered so a reader (a
+    dashboard, a test) can follow the run live."""
 
     name = "jsonl"
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._f = open(self.path, "w", buffering=1 << 16)
+        self._f = open(self.path, "w", buffering=1)
 
     def write(self, frame: Frame) -> None:
         self._f.write(json.dumps(frame.record()) + "\n")
