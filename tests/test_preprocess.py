@@ -1,0 +1,64 @@
+"""Preprocess: resize (stretch/letterbox) + normalize to the model's input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drivesegrt.preprocess import letterbox_box, normalize, normalize_torch, preprocess, resize
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_normalize_matches_formula():
+    img = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    ref = (img[..., ::-1].astype(np.float32) / 255 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+    out = normalize(img, MEAN, STD)
+    assert out.shape == (2, 3, 5, 7) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref.transpose(0, 3, 1, 2), atol=1e-5)
+    np.testing.assert_allclose(normalize_torch(torch.from_numpy(img), MEAN, STD).numpy(), out, atol=1e-5)
+
+
+def test_stretch_resizes_to_input():
+    frame = np.zeros((540, 960, 3), np.uint8)
+    out, geom = resize(frame, (360, 480), "stretch")
+    assert out.shape == (360, 480, 3)
+    assert geom.content == (0, 0, 360, 480) and geom.frame_hw == (540, 960)
+
+
+def test_same_size_is_not_copied():
+    frame = np.zeros((360, 480, 3), np.uint8)
+    out, _ = resize(frame, (360, 480), "stretch")
+    assert out is frame
+
+
+def test_letterbox_keeps_aspect_and_pads():
+    frame = np.full((540, 960, 3), 200, np.uint8)
+    out, geom = resize(frame, (360, 480), "letterbox", pad_bgr=(1, 2, 3))
+    top, left, h, w = geom.content
+    assert (h, w) == (270, 480) and (top, left) == (45, 0)
+    assert (out[:top] == (1, 2, 3)).all() and (out[top + h:] == (1, 2, 3)).all()
+    assert (out[top:top + h] == 200).all()
+    assert letterbox_box((100, 100), (360, 480)) == (0, 60, 360, 360)
+
+
+@pytest.mark.parametrize("fmt", ["float_nchw", "uint8_nhwc_bgr"])
+def test_preprocess_formats(fmt):
+    frame = np.random.default_rng(1).integers(0, 256, (270, 500, 3), dtype=np.uint8)
+    x, geom = preprocess(frame, (96, 128), MEAN, STD, "stretch", fmt)
+    assert x.shape == ((1, 3, 96, 128) if fmt == "float_nchw" else (1, 96, 128, 3))
+    assert x.dtype == (np.float32 if fmt == "float_nchw" else np.uint8)
+
+
+def test_preprocess_torch_tensor_path_matches_numpy_on_same_size():
+    frame = np.random.default_rng(2).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    x_np, _ = preprocess(frame, (96, 128), MEAN, STD)
+    x_t, _ = preprocess(torch.from_numpy(frame), (96, 128), MEAN, STD)
+    np.testing.assert_allclose(x_t.numpy(), x_np, atol=1e-5)
+
+
+def test_bad_modes():
+    with pytest.raises(ValueError, match="allowed: stretch, letterbox"):
+        resize(np.zeros((4, 4, 3), np.uint8), (8, 8), "fit")
+    with pytest.raises(ValueError, match="allowed: float_nchw, uint8_nhwc_bgr"):
+        preprocess(np.zeros((4, 4, 3), np.uint8), (8, 8), MEAN, STD, input_format="rgb")
