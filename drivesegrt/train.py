@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -214,16 +215,21 @@ def train_one_epoch(model, criterion, optimizer, dataset, cfg, meta, device, epo
 
 @torch.no_grad()
 def evaluate(model, dataset, meta, device, batch_size: int = 4) -> dict:
-    """Val mIoU at the images' own size: logits bilinearly upsampled to label size, argmax
-    (the same arithmetic as the pipeline's 'linear' filter mode)."""
+    """Val mIoU as the pipeline scores: images stretched to the model's input size (cv2
+    bilinear, like preprocess 'stretch'), logits bilinearly upsampled to label size, argmax
+    (the arithmetic of the pipeline's 'linear' filter mode)."""
     model.eval()
     cm = np.zeros((meta.num_classes, meta.num_classes), np.int64)
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
         images = np.stack([a for a, _ in items])
+        in_h, in_w = meta.input_size
+        if images.shape[1:3] != (in_h, in_w):
+            images = np.stack([cv2.resize(a, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+                               for a in images])
         x = torch.from_numpy(normalize(images, meta.mean, meta.std)).to(device)
         logits = model(x)
-        logits = F.interpolate(logits.float(), size=images.shape[1:3], mode="bilinear",
+        logits = F.interpolate(logits.float(), size=items[0][1].shape, mode="bilinear",
                                align_corners=False)
         pred = logits.argmax(1).cpu().numpy()
         for p, (_, lab) in zip(pred, items):
