@@ -63,6 +63,15 @@ def plots(results: dict, out_dir: Path) -> list[str]:
 
     out_dir = Path(out_dir)
     written = []
+
+    def save(fig, ax, title: str, name: str, **legend):
+        ax.set_title(title)
+        ax.legend(fontsize=8, **legend)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+        written.append(name)
+
     # throughput by runtime x resolution (batch 1)
     rows = [r for r in results["engines"] if "skipped" not in r and r["batch"] == 1]
     if rows:
@@ -76,12 +85,7 @@ def plots(results: dict, out_dir: Path) -> list[str]:
             ax.bar(np.arange(len(res)) + i * width, vals, width, label=rt)
         ax.set_xticks(np.arange(len(res)) + 0.4 - width / 2, res)
         ax.set_ylabel("images/s (batch 1)")
-        ax.set_title("Engine-only throughput")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "throughput.png", dpi=100)
-        plt.close(fig)
-        written.append("throughput.png")
+        save(fig, ax, "Engine-only throughput", "throughput.png")
     pipes = results.get("pipelines") or []
     if pipes:
         fig, ax = plt.subplots(figsize=(8, 3 + 0.3 * len(pipes)))
@@ -93,12 +97,7 @@ def plots(results: dict, out_dir: Path) -> list[str]:
             ax.barh(labels, vals, left=left, label=s)
             left += vals
         ax.set_xlabel("ms per frame (p50)")
-        ax.set_title("Pipeline per-stage time")
-        ax.legend(fontsize=8, ncol=3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "stages.png", dpi=100)
-        plt.close(fig)
-        written.append("stages.png")
+        save(fig, ax, "Pipeline per-stage time", "stages.png", ncol=3)
         fig, ax = plt.subplots(figsize=(8, 4))
         for p in pipes:
             lat = p.get("latencies")
@@ -106,12 +105,7 @@ def plots(results: dict, out_dir: Path) -> list[str]:
                 ax.hist(lat, bins=50, alpha=0.6, label=p["backend"])
         ax.set_xlabel("end-to-end latency (ms)")
         ax.set_ylabel("frames")
-        ax.set_title("Latency histogram")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "latency_hist.png", dpi=100)
-        plt.close(fig)
-        written.append("latency_hist.png")
+        save(fig, ax, "Latency histogram", "latency_hist.png")
     return written
 
 

@@ -1,0 +1,47 @@
+"""drivesegrt bench on a tiny configuration: it runs and writes well-formed JSON, markdown and plots.
+(No timing is asserted: speed targets live in benchmarks/RESULTS.md, not in tests.)"""
+from __future__ import annotations
+
+import json
+
+from conftest import CAMVID_CLIP
+from pipeline_helpers import make_tiny_checkpoint, run_cli
+
+
+def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt", input_size=(64, 96))
+    out = tmp_path / "bench"
+    r = run_cli("bench", "--model", str(ckpt), "--video", str(CAMVID_CLIP),
+                "--runtimes", "torch,onnxruntime,tensorrt", "--resolutions", "64x96",
+                "--batches", "1,2", "--pipeline-backends", "onnxruntime", "--frames", "6",
+                "--min-seconds", "0.05", "--out", str(out), "--json", str(tmp_path / "b.json"),
+                "--run-arg=--max-frames=6", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((tmp_path / "b.json").read_text())
+    assert results["machine"]["cores"] >= 1 and results["peak_gflops"] > 0
+    rows = {(e["runtime"], e["batch"]): e for e in results["engines"]}
+    for runtime in ("torch", "onnxruntime"):
+        for batch in (1, 2):
+            row = rows[(runtime, batch)]
+            assert row["ms"]["p50"] > 0 and row["fps"] > 0
+            assert row["ms"]["p50"] <= row["ms"]["p95"] <= row["ms"]["p99"]
+            assert row["gflops_per_image"] > 0 and 0 < row["efficiency"]
+    # no tensorrt here: recorded as skipped with the reason, not silently dropped
+    trt = rows[("tensorrt", 1)]
+    assert "skipped" in trt or trt["fps"] > 0
+    (pipe,) = results["pipelines"]
+    assert pipe["frames_in"] == pipe["frames_out"] == 6
+    assert pipe["peak_rss_mib"] > 10
+    assert set(pipe["breakdown"]) >= {"capture", "preprocess", "infer", "postprocess", "overlay"}
+    assert abs(sum(v["share"] for v in pipe["breakdown"].values()) - 1) < 0.01
+    assert results["naive"]["frames"] == 6 and results["naive"]["fps"] > 0
+    assert "onnxruntime pipeline/naive" in results["ratios"]
+    md = (out / "results.md").read_text()
+    assert "| onnxruntime | 64x96 | 1 |" in md and "Naive sequential loop" in md
+    for png in ("throughput.png", "stages.png", "latency_hist.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_bad_runtime_is_one_line_exit_2(tmp_path):
+    r = run_cli("bench", "--runtimes", "tpu", "--out", str(tmp_path))
+    assert r.returncode == 2 and "tpu" in r.stderr and "Traceback" not in r.stderr
