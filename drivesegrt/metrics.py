@@ -5,15 +5,21 @@ import numpy as np
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C) int64 counts, rows = ground truth, cols = prediction; target ids outside
-    0..C-1 (void) are ignored."""
-    pred = np.asarray(pred).ravel().astype(np.int64)
-    target = np.asarray(target).ravel().astype(np.int64)
+    """(C, C) int64 counts, rows = ground truth, cols = prediction, from same-shape integer
+    arrays (any shape, e.g. (H, W)). Target ids outside 0..C-1 (void) are ignored; a prediction
+    outside 0..C-1 is a ValueError (dropping it would silently inflate every score)."""
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from label shape {target.shape}")
+    pred = pred.ravel().astype(np.int64)
+    target = target.ravel().astype(np.int64)
+    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+        bad = pred[(pred < 0) | (pred >= num_classes)]
+        raise ValueError(f"predicted class id {int(bad[0])} out of range 0..{num_classes - 1}")
     keep = (target >= 0) & (target < num_classes)
-    idx = target[keep] * (num_classes + 1) + np.clip(pred[keep], 0, num_classes)
-    # a prediction outside 0..C-1 lands in an overflow column that is dropped below
-    counts = np.bincount(idx, minlength=num_classes * (num_classes + 1))
-    return counts[: num_classes * (num_classes + 1)].reshape(num_classes, num_classes + 1)[:, :num_classes]
+    counts = np.bincount(target[keep] * num_classes + pred[keep], minlength=num_classes ** 2)
+    return counts.reshape(num_classes, num_classes)
 
 
 def scores(cm: np.ndarray, class_names=None) -> dict:

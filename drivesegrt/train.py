@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import load_dataclass, to_dict
-from .data.camvid import camvid_pairs, SegmentationDataset
+from .data.camvid import SegmentationDataset
 from .data.class_weights import median_frequency_weights
+from .data.splits import open_split
 from .data.transforms import TrainTransform
-from .labels import get_label_set
 from .losses import SegLoss
 from .meta import ModelMeta
 from .metrics import confusion_matrix, scores
@@ -110,34 +110,23 @@ def seed_everything(seed: int):
 
 
 def build_datasets(cfg: TrainConfig):
-    if cfg.data.dataset == "camvid":
-        labels = get_label_set("camvid11")
-        train_pairs = camvid_pairs(cfg.data.root, cfg.data.train_split)
-        val_pairs = camvid_pairs(cfg.data.root, cfg.data.val_split)
-        label_fn = None
-    else:
-        from .data.cityscapes import cityscapes_pairs, read_cityscapes_label
-        labels = get_label_set("cityscapes19")
-        train_pairs = cityscapes_pairs(cfg.data.root, cfg.data.train_split)
-        val_pairs = cityscapes_pairs(cfg.data.root, cfg.data.val_split)
-        label_fn = read_cityscapes_label
-    train_pairs = train_pairs[: cfg.data.max_train_images]
-    val_pairs = val_pairs[: cfg.data.max_val_images]
+    train_split = open_split(cfg.data.root, cfg.data.train_split, cfg.data.dataset)
+    val_split = open_split(cfg.data.root, cfg.data.val_split, cfg.data.dataset)
+    labels = train_split.labels
+    train_pairs = train_split.pairs[: cfg.data.max_train_images]
+    val_pairs = val_split.pairs[: cfg.data.max_val_images]
     transform = TrainTransform(cfg.data.crop, cfg.data.scale, cfg.data.flip, cfg.data.jitter,
                                labels.ignore_index, cfg.seed)
-    train = SegmentationDataset(train_pairs, labels, transform, label_fn=label_fn)
-    val = SegmentationDataset(val_pairs, labels, None, label_fn=label_fn)
+    train = SegmentationDataset(train_pairs, labels, transform, label_fn=train_split.read_label)
+    val = SegmentationDataset(val_pairs, labels, None, label_fn=val_split.read_label)
     return train, val, labels
 
 
 def build_criterion(cfg: TrainConfig, train: SegmentationDataset, labels):
     weights = None
     if cfg.loss.class_weights == "median_frequency":
-        if train.label_fn is not None:
-            raise ValueError("loss.class_weights: median_frequency is computed for CamVid-style "
-                             "labels only; use 'none' for this dataset")
         w = median_frequency_weights([p for _, p in train.pairs], labels.num_classes,
-                                     labels.ignore_index)
+                                     labels.ignore_index, read_fn=train.label_fn)
         weights = (w ** cfg.loss.class_weight_power).tolist()
     return SegLoss(weights, labels.ignore_index, cfg.loss.ce_weight, cfg.loss.dice_weight,
                    cfg.loss.label_stride), weights

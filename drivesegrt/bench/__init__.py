@@ -1,0 +1,133 @@
+"""``drivesegrt bench``: engine-only and end-to-end timing in one run, beside the naive loop.
+
+main(args): probe the machine -> engine-only table (runtimes x resolutions x batches) ->
+end-to-end ``drivesegrt run`` per pipeline backend -> the naive sequential loop on the same
+video -> ratios -> results.json, results.md, PNG plots in ``--out``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from ..checkpoint import load_model
+from .engines import RUNTIMES, Artifacts, bench_engines
+from .naive import naive_loop
+from .pipeline import run_pipeline, stage_breakdown
+from .probe import machine_info, matmul_peak_gflops, model_gflops
+from .report import markdown, plots, write_json
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "mobileseg_camvid.pt"
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"bad resolution {text!r}; expected HxW, e.g. 360x480") from None
+    return h, w
+
+
+def add_arguments(p):
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="torch checkpoint")
+    p.add_argument("--video", default="synthetic:?w=960&h=540&frames=300",
+                   help="source for the end-to-end and naive runs")
+    p.add_argument("--runtimes", default="torch,onnxruntime,onnxruntime-int8,opencv-dnn,tensorrt",
+                   help=f"engine-only runtimes, comma-separated, from {','.join(RUNTIMES)}")
+    p.add_argument("--resolutions", default="360x480,512x1024,720x1280")
+    p.add_argument("--batches", default="1,4")
+    p.add_argument("--pipeline-backends", default="onnxruntime,torch",
+                   help="backends for the end-to-end runs ('' for none)")
+    p.add_argument("--frames", type=int, default=None, help="frames per end-to-end run")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive baseline loop")
+    p.add_argument("--calib-data", default=None,
+                   help="CamVid root for the int8 model's calibration (e.g. ../shared/data/camvid)")
+    p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = all cores)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per config")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench/<time>)")
+    p.add_argument("--json", default=None, help="also write the JSON here")
+    p.add_argument("--run-arg", action="append", default=[],
+                   help="extra argument passed to every `drivesegrt run` (repeatable)")
+
+
+def main(args) -> int:
+    import os
+
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    bad = [r for r in runtimes if r not in RUNTIMES]
+    if bad:
+        raise ValueError(f"unknown runtime {bad[0]!r}; allowed: {', '.join(RUNTIMES)}")
+    resolutions = [_resolution(r) for r in args.resolutions.split(",") if r]
+    batches = [int(b) for b in args.batches.split(",") if b]
+    threads = args.threads or os.cpu_count() or 1
+    out = Path(args.out or f"runs/bench/{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    model, meta = load_model(args.model)
+    info = machine_info()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, GPU {info['gpu']}")
+    peak = matmul_peak_gflops()
+    print(f"matmul peak: {peak:.1f} GFLOP/s (fp32)")
+    gflops = {}
+
+    def gflops_fn(hw):
+        if hw not in gflops:
+            gflops[hw] = model_gflops(model, hw)
+        return gflops[hw]
+
+    results = {"machine": info, "peak_gflops": peak, "model": str(args.model),
+               "arch": meta.arch, "input_size": list(meta.input_size), "engines": [],
+               "pipelines": [], "naive": None, "ratios": {}}
+    art = Artifacts(args.model, out / "artifacts", args.calib_data)
+    print("engine only:")
+    results["engines"] = bench_engines(art, runtimes, resolutions, batches, threads, gflops_fn,
+                                       peak, args.min_seconds)
+
+    for backend in [b for b in args.pipeline_backends.split(",") if b]:
+        model_path = str(art.onnx()) if backend == "onnxruntime" else args.model
+        print(f"end to end ({backend}) on {args.video} ...")
+        summary = run_pipeline(args.video, model_path, backend, out / f"run_{backend}",
+                               args.frames, args.run_arg)
+        stages = summary.get("stages_ms", {})
+        summary["backend"] = backend
+        summary["source_name"] = Path(args.video).name if "://" not in args.video else args.video
+        summary["breakdown"] = stage_breakdown(summary)
+        summary["non_engine_ms"] = sum(v["p50"] for s, v in stages.items() if s != "infer")
+        frames_file = out / f"run_{backend}" / "frames.jsonl"
+        if frames_file.is_file():
+            recs = [json.loads(line) for line in frames_file.read_text().splitlines() if line]
+            summary["latencies"] = [r.get("latency_ms") for r in recs if r.get("latency_ms")]
+        results["pipelines"].append(summary)
+        print(f"  {summary['fps']:.1f} FPS, {summary['frames_out']} frames, "
+              f"non-engine {summary['non_engine_ms']:.2f} ms/frame, "
+              f"peak RSS {summary['peak_rss_mib']:.0f} MiB")
+
+    if not args.no_naive:
+        print(f"naive loop on {args.video} ...")
+        src = args.video
+        if src.startswith("synthetic:"):
+            print("  skipped: the naive loop reads a video file (pass --video FILE)")
+        else:
+            results["naive"] = naive_loop(args.model, src, str(out / "naive.mp4"), args.frames)
+            print(f"  {results['naive']['fps']:.1f} FPS")
+
+    native = f"{meta.input_size[0]}x{meta.input_size[1]}"
+    for p in results["pipelines"]:
+        runtime = p["backend"]
+        eng = next((r for r in results["engines"] if r["runtime"] == runtime and
+                    r["resolution"] == native and r["batch"] == 1 and "fps" in r), None)
+        if eng:
+            results["ratios"][f"{runtime} pipeline/engine-only"] = p["fps"] / eng["fps"]
+        if results["naive"]:
+            results["ratios"][f"{runtime} pipeline/naive"] = p["fps"] / results["naive"]["fps"]
+
+    write_json(results, out / "results.json")
+    if args.json:
+        write_json(results, Path(args.json))
+    md = markdown(results)
+    (out / "results.md").write_text(md)
+    written = plots(results, out)
+    print()
+    print(md)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {', '.join(written)}")
+    return 0

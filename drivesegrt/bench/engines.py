@@ -1,0 +1,167 @@
+"""Engine-only timing: one model on each runtime available here, per resolution and batch.
+
+Runtimes: ``torch`` (eager), ``torch-compile`` (torch.compile / inductor), ``onnxruntime``
+(fp32), ``onnxruntime-int8`` (Q/DQ from ``drivesegrt calibrate``), ``opencv-dnn`` (OpenCV's DNN
+module on the same ONNX, a peer runtime) and ``tensorrt`` when it is installed.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+RUNTIMES = ("torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "opencv-dnn",
+            "tensorrt")
+
+
+class Unavailable(Exception):
+    """This runtime cannot run here; the message says why (recorded in the results)."""
+
+
+def time_call(fn, warmup: int = 3, min_iters: int = 10, min_seconds: float = 1.0,
+              max_seconds: float = 20.0) -> dict:
+    """Warm up, then time ``fn()`` until both ``min_iters`` and ``min_seconds`` are reached."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    t_start = time.perf_counter()
+    while (len(times) < min_iters or time.perf_counter() - t_start < min_seconds) and \
+            time.perf_counter() - t_start < max_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    t = np.array(times)
+    return {"iters": len(times), "p50": float(np.percentile(t, 50)),
+            "p95": float(np.percentile(t, 95)), "p99": float(np.percentile(t, 99)),
+            "mean": float(t.mean())}
+
+
+class Artifacts:
+    """ONNX files derived from one checkpoint, made once per run in ``workdir``."""
+
+    def __init__(self, checkpoint: str, workdir: Path, calib_data: str | None):
+        self.checkpoint = checkpoint
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.calib_data = calib_data
+        self._onnx: Path | None = None
+        self._int8: Path | None = None
+
+    def onnx(self) -> Path:
+        if self._onnx is None:
+            from ..checkpoint import load_model
+            from ..export import export_onnx
+
+            model, meta = load_model(self.checkpoint)
+            path = self.workdir / "model.onnx"
+            export_onnx(model, meta, path, dynamic_hw=True)
+            self._onnx = path
+        return self._onnx
+
+    def int8(self) -> Path:
+        if self._int8 is None:
+            if not self.calib_data:
+                raise Unavailable("no calibration data (--calib-data)")
+            from ..cli import main as cli_main
+
+            path = self.workdir / "model.int8.onnx"
+            rc = cli_main(["calibrate", "--model", str(self.onnx()), "--data",
+                           str(self.calib_data), "--out", str(path), "--num-images", "16"])
+            if rc != 0:
+                raise Unavailable(f"calibrate failed with exit code {rc}")
+            self._int8 = path
+        return self._int8
+
+
+def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, threads: int):
+    """A zero-argument callable running one batch, plus its input description."""
+    h, w = hw
+    x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
+    if runtime in ("torch", "torch-compile"):
+        import torch
+
+        from ..checkpoint import load_model
+
+        model, _ = load_model(art.checkpoint)
+        if runtime == "torch-compile":
+            try:
+                model = torch.compile(model)
+            except Exception as e:  # inductor needs a C++ toolchain; report, do not crash
+                raise Unavailable(f"torch.compile failed: {e}") from None
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.inference_mode():
+                model(xt)
+        return run
+    if runtime in ("onnxruntime", "onnxruntime-int8"):
+        import onnxruntime as ort
+
+        path = art.onnx() if runtime == "onnxruntime" else art.int8()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda: sess.run(None, {name: x})
+    if runtime == "opencv-dnn":
+        import cv2
+
+        try:
+            net = cv2.dnn.readNetFromONNX(str(art.onnx()))
+            net.setInput(x)
+            net.forward()
+        except cv2.error as e:
+            raise Unavailable(f"OpenCV DNN cannot run this ONNX: "
+                              f"{str(e).strip().splitlines()[-1][:160]}") from None
+
+        def run():
+            net.setInput(x)
+            net.forward()
+        return run
+    if runtime == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise Unavailable("tensorrt is not installed") from None
+        import torch
+
+        if not torch.cuda.is_available():
+            raise Unavailable("no CUDA device")
+        from ..engines import load_engine
+
+        engine = load_engine("tensorrt", str(art.onnx()), device="cuda")
+        xt = torch.from_numpy(x).cuda()
+
+        def run():
+            engine.infer(xt)
+            torch.cuda.synchronize()
+        return run
+    raise ValueError(f"unknown runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}")
+
+
+def bench_engines(art: Artifacts, runtimes, resolutions, batches, threads: int, gflops_fn,
+                  peak_gflops: float, min_seconds: float, log=print) -> list[dict]:
+    """One row per (runtime, resolution, batch): latency percentiles, FPS, GFLOP/s."""
+    rows = []
+    for runtime in runtimes:
+        for hw in resolutions:
+            gflops = gflops_fn(hw)
+            for batch in batches:
+                row = {"runtime": runtime, "resolution": f"{hw[0]}x{hw[1]}", "batch": batch,
+                       "gflops_per_image": round(gflops, 3)}
+                try:
+                    stats = time_call(make_runner(runtime, art, hw, batch, threads),
+                                      min_seconds=min_seconds)
+                except Unavailable as e:
+                    row["skipped"] = str(e)
+                    log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: skipped ({e})")
+                    rows.append(row)
+                    continue
+                fps = batch * 1000.0 / stats["p50"]
+                row.update(ms=stats, fps=fps, achieved_gflops=gflops * fps,
+                           efficiency=gflops * fps / peak_gflops if peak_gflops else None)
+                log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: p50 {stats['p50']:.2f} ms"
+                    f"  {fps:.1f} img/s  {gflops * fps:.1f} GFLOP/s")
+                rows.append(row)
+    return rows

@@ -1,0 +1,230 @@
+"""``drivesegrt eval``: score one or more models on a labelled dataset split.
+
+Reads top to bottom: main(args) -> open the split -> load one Segmenter per (model, backend) ->
+evaluate: every image goes through every Segmenter (the pipeline's own pre/post-processing, so
+eval scores exactly the masks ``drivesegrt run`` writes) into a confusion matrix per entry ->
+print one table, write JSON and confusion-matrix PNGs.
+
+With several entries (models, backends, precisions) the first is the reference and the table adds
+each entry's argmax agreement with it: the fraction of pixels given the identical class.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.camvid import read_image
+from .data.splits import DATASETS, DatasetSplit, open_split
+from .engines import BACKENDS, load_engine
+from .metrics import confusion_matrix, scores
+from .segmenter import Segmenter
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "mobileseg_camvid.pt"
+
+
+def add_arguments(p):
+    p.add_argument("--model", action="append", metavar="PATH",
+                   help="torch checkpoint or ONNX file; repeat to compare several (the first is "
+                        f"the reference); default: the bundled {DEFAULT_MODEL.name}")
+    p.add_argument("--backend", action="append", choices=list(BACKENDS),
+                   help="once for all models or once per --model, in order (an ONNX file needs "
+                        "onnxruntime or tensorrt); default: torch, as in run")
+    p.add_argument("--data", required=True, help="dataset root (CamVid SegNet layout or "
+                                                 "Cityscapes leftImg8bit/gtFine)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--dataset", default="auto", choices=DATASETS)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--filter", default="linear", choices=["linear", "point"],
+                   help="upsampling of the model output to image size (as in run)")
+    p.add_argument("--max-images", type=int, help="score only the first N images")
+    p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
+    p.add_argument("--confusion", metavar="OUT.png",
+                   help="row-normalized confusion matrix image (with several models: "
+                        "OUT-1.png, OUT-2.png, ... in --model order)")
+
+
+@dataclass
+class Entry:
+    """One scored (model, backend) and its running totals."""
+    path: Path
+    backend: str
+    segmenter: Segmenter | None = None
+    precision: str = "fp32"
+    cm: np.ndarray | None = None            # (C, C) int64, rows = ground truth
+    agree: int = 0                          # pixels with the reference's class
+    ms: list = field(default_factory=list)  # segmenter time per image
+
+    @property
+    def label(self) -> str:
+        extra = "" if self.precision == "fp32" else f" {self.precision}"
+        return f"{self.path.name} [{self.backend}{extra}]"
+
+
+def main(args) -> int:
+    split = open_split(args.data, args.split, args.dataset)
+    if args.max_images is not None:
+        if args.max_images < 1:
+            raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+        split = DatasetSplit(split.name, split.split, split.pairs[: args.max_images],
+                             split.labels, split.read_label)
+    entries = plan_entries(args.model, args.backend)
+    with ExitStack() as stack:
+        for e in entries:
+            engine = stack.enter_context(load_engine(e.backend, str(e.path), args.device))
+            e.segmenter = Segmenter(engine, filter_mode=args.filter)
+            e.precision = engine.spec.precision
+            check_classes(e, split)
+            try:                            # output vs metadata, checked before scoring
+                e.segmenter.warmup(1)
+            except ValueError as err:
+                raise ValueError(f"{e.path}: {err}") from None
+        total = evaluate(entries, split)
+    results = [result_dict(e, total, split, args.filter) for e in entries]
+    print_table(entries, results, split, args.filter)
+    if args.json:
+        write_json(args.json, results)
+    if args.confusion:
+        for e, out in zip(entries, confusion_paths(args.confusion, len(entries))):
+            save_confusion_png(e.cm, split.labels.class_names, out,
+                               f"{e.label}: mIoU {100 * scores(e.cm)['miou']:.1f}%")
+            print(f"wrote {out}")
+    return 0
+
+
+def plan_entries(models, backends) -> list[Entry]:
+    """(model path, backend) pairs from the repeated --model/--backend options."""
+    paths = [Path(m) for m in (models or [DEFAULT_MODEL])]
+    for path in paths:
+        if not path.is_file():
+            hint = "; pass --model PATH" if path == DEFAULT_MODEL else ""
+            raise FileNotFoundError(f"model file not found: {path}{hint}")
+    if backends and len(backends) not in (1, len(paths)):
+        raise ValueError(f"{len(backends)} --backend values for {len(paths)} --model values; "
+                         f"give one for all or one per model")
+    backends = backends or ["torch"]
+    if len(backends) == 1:
+        backends = backends * len(paths)
+    return [Entry(p, b) for p, b in zip(paths, backends)]
+
+
+def check_classes(entry: Entry, split: DatasetSplit) -> None:
+    names = tuple(entry.segmenter.class_names)
+    if names != tuple(split.labels.class_names):
+        raise ValueError(f"{entry.path}: model classes ({len(names)}: {', '.join(names[:4])}, "
+                         f"...) differ from the {split.name} label set "
+                         f"({split.labels.num_classes}: {', '.join(split.labels.class_names[:4])}"
+                         f", ...)")
+
+
+def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
+    """Run every image through every entry's Segmenter; fills each entry's confusion matrix,
+    agreement count and timings. Returns the number of pixels scored per entry."""
+    c = split.labels.num_classes
+    for e in entries:
+        e.cm = np.zeros((c, c), np.int64)
+    pixels = 0
+    for img_path, lab_path in tqdm(split.pairs, desc=f"eval {split.name} {split.split}",
+                                   unit="img", dynamic_ncols=True):
+        image = read_image(img_path)                        # (H, W, 3) uint8 BGR
+        label = split.read_label(lab_path, image.shape)     # (H, W) uint8 train ids
+        reference = None
+        for e in entries:
+            pred, times = e.segmenter(image)                # (H, W) uint8 class ids
+            if pred.shape != label.shape:
+                raise ValueError(f"{e.path}: prediction {pred.shape} for {img_path} does not "
+                                 f"match its label {label.shape}")
+            e.cm += confusion_matrix(pred, label, c)
+            e.ms.append(sum(times.values()))
+            if reference is None:
+                reference = pred
+            e.agree += int(np.count_nonzero(pred == reference))
+        pixels += label.size
+    return pixels
+
+
+def result_dict(e: Entry, pixels: int, split: DatasetSplit, filter_mode: str) -> dict:
+    """The JSON object of one entry: DESIGN.md's keys first, then where it came from."""
+    s = scores(e.cm, split.labels.class_names)
+    return {**s, "images": len(split.pairs), "model": str(e.path), "backend": e.backend,
+            "precision": e.precision, "dataset": split.name, "split": split.split,
+            "filter": filter_mode, "agreement": e.agree / pixels if pixels else None,
+            "ms_per_image_p50": float(np.median(e.ms)) if e.ms else None}
+
+
+def print_table(entries: list[Entry], results: list[dict], split: DatasetSplit,
+                filter_mode: str) -> None:
+    """Classes down, entries across; IoU and accuracies in %."""
+    names = split.labels.class_names
+    width = max(9, *(len(e.label) for e in entries))
+    first = max(16, *(len(n) for n in names))
+
+    def row(title, values, fmt="{:.1f}"):
+        cells = ["-" if v is None else fmt.format(v) for v in values]
+        print(f"{title:<{first}} " + " ".join(f"{c:>{width}}" for c in cells))
+
+    print(f"{split.name} {split.split}: {len(split.pairs)} images, filter {filter_mode}")
+    print(f"{'IoU %':<{first}} " + " ".join(f"{e.label:>{width}}" for e in entries))
+    for n in names:
+        row(n, [None if r["per_class_iou"][n] is None else 100 * r["per_class_iou"][n]
+                for r in results])
+    row("mIoU", [100 * r["miou"] for r in results])
+    row("pixel acc", [100 * r["pixel_acc"] for r in results])
+    row("mean class acc", [100 * r["mean_class_acc"] for r in results])
+    if len(entries) > 1:
+        row("agreement vs 1st", [100 * r["agreement"] for r in results], "{:.3f}")
+    row("ms/image p50", [r["ms_per_image_p50"] for r in results])   # entries run in turn
+
+
+def write_json(path: str | Path, results: list[dict]) -> None:
+    """One model: the object itself (DESIGN.md contract). Several: {"reference", "results"}."""
+    if len(results) == 1:
+        obj = dict(results[0])
+        obj.pop("agreement")          # always 1.0 against itself
+    else:
+        obj = {"reference": results[0]["model"], "results": results}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def confusion_paths(out: str | Path, n: int) -> list[Path]:
+    out = Path(out)
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{k}{out.suffix or '.png'}") for k in range(1, n + 1)]
+
+
+def save_confusion_png(cm: np.ndarray, class_names, path: str | Path, title: str) -> None:
+    """(C, C) counts -> PNG of the row-normalized matrix (rows: ground truth) in %."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, np.float64)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) * 100
+    c = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * c, 0.8 + 0.5 * c), dpi=100)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
+    ax.set_xticks(range(c), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(c), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title, fontsize=9)
+    for i in range(c):
+        for j in range(c):
+            if norm[i, j] >= 0.5:
+                ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 60 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of ground-truth row")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

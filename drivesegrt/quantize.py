@@ -1,0 +1,252 @@
+"""INT8 post-training quantization to an explicit Q/DQ ONNX (ONNX Runtime CPU and TensorRT).
+
+    drivesegrt calibrate --model FILE.onnx --data DIR --out FILE.int8.onnx
+        [--method entropy|percentile|minmax] [--num-images N] [--list calibration/camvid_train.txt]
+        [--video FILE --video-frames N] [--exclude NODE ...]
+
+Recipe (what TensorRT's explicit quantization needs, see ../calibration/README.md):
+QuantFormat.QDQ; int8 activations and weights, both symmetric (zero point 0); weights per
+channel (Conv axis 0), activations per tensor; biases left in float (TensorRT's
+DequantizeLinear takes int8, not int32). Calibration images go through the pipeline's
+preprocessing: resize to ``meta.input_size`` and ``preprocess.normalize`` (or raw uint8 BGR
+when the graph normalizes itself). In-graph normalization and the argmax tail always stay float.
+
+Memory: the entropy and percentile calibrators keep every image's activations until the end
+(ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+from .onnx_meta import load_onnx, read_meta, write_meta
+from .preprocess import normalize
+
+METHODS = ("entropy", "percentile", "minmax")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+DEFAULT_PERCENTILE = 99.999
+# Node-name prefixes (torch module paths) that stay float: in-graph uint8 normalization.
+FLOAT_PREFIXES = ("/preprocess/",)
+# Ops after the logits: the argmax tail is integer work, never quantized.
+FLOAT_OPS = ("ArgMax", "ArgMin")
+
+
+def calibration_images(data: str | Path, list_file: str | Path | None = None,
+                       num_images: int | None = None) -> list[Path]:
+    """Image paths for calibration, in a deterministic order.
+
+    data: a folder of images, or a CamVid root (its ``train/`` is used). list_file: names (one a
+    line, ``#`` comments) relative to that folder; without it, all images in name order.
+    num_images: keep the first N.
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"calibration data folder not found: {data}")
+    if (data / "train").is_dir():
+        data = data / "train"
+    if list_file is not None:
+        list_file = Path(list_file)
+        if not list_file.is_file():
+            raise FileNotFoundError(f"calibration list not found: {list_file}")
+        names = [ln.strip() for ln in list_file.read_text().splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+        paths = [data / n for n in names]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{list_file}: {len(missing)} listed image(s) not in {data} "
+                                    f"(first: {missing[0].name})")
+    else:
+        paths = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if num_images is not None:
+        if num_images < 1:
+            raise ValueError(f"--num-images must be >= 1, got {num_images}")
+        paths = paths[:num_images]
+    if not paths:
+        raise ValueError(f"{data}: no calibration images")
+    return paths
+
+
+def video_frames(path: str | Path, count: int) -> list[np.ndarray]:
+    """``count`` evenly spaced uint8 HxWx3 BGR frames of a video file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration video not found: {path}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not cap.isOpened() or total < 1:
+            raise ValueError(f"{path}: unreadable video")
+        frames = []
+        for idx in np.linspace(0, total - 1, num=min(count, total)).round().astype(int):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx))
+            ok, frame = cap.read()
+            if ok:
+                frames.append(frame)
+    finally:
+        cap.release()
+    if not frames:
+        raise ValueError(f"{path}: no frames could be read")
+    return frames
+
+
+class FrameReader:
+    """ONNX Runtime CalibrationDataReader: one (1, ...) batch per frame, preprocessed as the
+    pipeline does: resize to (H, W) = ``meta.input_size``, then ``normalize`` for float graphs
+    -> (1, 3, H, W) float32, or (1, H, W, 3) uint8 BGR for graphs that normalize themselves."""
+
+    def __init__(self, input_name: str, meta, images: list[Path], frames=()):
+        self.input_name = input_name
+        self.meta = meta
+        self.sources = list(images) + list(frames)
+        self._next = 0
+
+    def _load(self, src) -> np.ndarray:
+        if isinstance(src, np.ndarray):
+            img = src
+        else:
+            img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f"{src}: unreadable image")
+        h, w = self.meta.input_size
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        if self.meta.input_format == "uint8_nhwc_bgr":
+            return np.ascontiguousarray(img[None])
+        return normalize(img, self.meta.mean, self.meta.std)
+
+    def get_next(self) -> dict | None:
+        if self._next >= len(self.sources):
+            return None
+        batch = self._load(self.sources[self._next])
+        self._next += 1
+        return {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def float_nodes(model: onnx.ModelProto, extra=()) -> list[str]:
+    """Names of nodes kept in float: in-graph normalization, the argmax tail, and ``extra``."""
+    names = {n.name for n in model.graph.node}
+    unknown = [e for e in extra if e not in names]
+    if unknown:
+        raise ValueError(f"--exclude: no node named {unknown[0]!r} in the model")
+    keep = [n.name for n in model.graph.node
+            if n.name.startswith(FLOAT_PREFIXES) or n.op_type in FLOAT_OPS]
+    return sorted(set(keep) | set(extra))
+
+
+def _float_logits(model: onnx.ModelProto) -> None:
+    """Drop the Q->DQ pair on the logits (graph output or ArgMax input), in place: int8 logits
+    only add rounding (and argmax ties) and save no compute."""
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
+        y = dq.output[0]
+        users = consumers.get(y, [])
+        if not (y in outputs or (users and all(u.op_type in FLOAT_OPS for u in users))):
+            continue
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or len(consumers[q.output[0]]) != 1:
+            continue
+        x = q.input[0]
+        for n in g.node:   # consumers of y read x instead; a graph output keeps its name y
+            n.input[:] = [x if i == y else i for i in n.input]
+        if y in outputs:
+            for n in g.node:
+                n.input[:] = [y if i == x else i for i in n.input]
+                n.output[:] = [y if o == x else o for o in n.output]
+        g.node.remove(q)
+        g.node.remove(dq)
+    used = {i for n in g.node for i in n.input}
+    unused = [init for init in g.initializer if init.name not in used]
+    for init in unused:          # the dropped pair's scale and zero point
+        g.initializer.remove(init)
+
+
+def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
+                  method: str = "entropy", frames=(), exclude=(),
+                  percentile: float = DEFAULT_PERCENTILE) -> list[str]:
+    """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
+
+    Returns the names of the nodes kept in float. The output keeps the metadata with
+    ``precision = "int8"``.
+    """
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(METHODS)}")
+    proto = load_onnx(model_path)
+    meta = read_meta(proto, where=str(model_path))
+    if meta.precision != "fp32":
+        raise ValueError(f"{model_path}: calibrate an fp32 export, not {meta.precision}")
+    keep_float = float_nodes(proto, exclude)
+    calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+             "minmax": CalibrationMethod.MinMax}[method]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        # ORT's recommended pre-processing: shape inference + graph optimization (BN folding).
+        quant_pre_process(str(model_path), str(prepped), skip_symbolic_shape=True)
+        reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
+        quantize_static(
+            str(prepped), str(out), reader, quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+            calibrate_method=calib, nodes_to_exclude=keep_float,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           "QuantizeBias": False, "CalibPercentile": percentile,
+                           "CalibMaxIntermediateOutputs": 16})
+    result = onnx.load(str(out))
+    _float_logits(result)
+    write_meta(result, dataclasses.replace(meta, precision="int8"))
+    onnx.save(result, str(out))
+    return keep_float
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="fp32 ONNX from 'drivesegrt export'")
+    p.add_argument("--data", required=True,
+                   help="folder of calibration images, or a CamVid root (uses its train/)")
+    p.add_argument("--out", required=True, help="output Q/DQ ONNX (e.g. model.int8.onnx)")
+    p.add_argument("--method", choices=METHODS, default="entropy",
+                   help="activation range calibration (default entropy)")
+    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help="percentile for --method percentile (default 99.999)")
+    p.add_argument("--num-images", type=int, default=None, help="use the first N images")
+    p.add_argument("--list", default=None,
+                   help="file of image names relative to --data (e.g. calibration/camvid_train.txt)")
+    p.add_argument("--video", default=None, help="also calibrate on frames of this video")
+    p.add_argument("--video-frames", type=int, default=20,
+                   help="evenly spaced frames taken from --video (default 20)")
+    p.add_argument("--exclude", nargs="*", default=[],
+                   help="node names to keep in float (sensitive layers)")
+
+
+def main(args) -> int:
+    from .trt_check import check_tensorrt
+
+    images = calibration_images(args.data, args.list, args.num_images)
+    frames = video_frames(args.video, args.video_frames) if args.video else []
+    kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
+                         exclude=args.exclude, percentile=args.percentile)
+    print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
+          f"{f' + {len(frames)} video frames' if frames else ''}; "
+          f"{len(kept)} node(s) kept in float")
+    problems = check_tensorrt(args.out)
+    for line in problems:
+        print(f"TensorRT: {line}")
+    if not problems:
+        print("TensorRT op check: passed")
+    return 0

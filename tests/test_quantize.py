@@ -1,0 +1,129 @@
+"""INT8 Q/DQ post-training quantization: recipe (symmetric, per-channel weights), ORT, TRT check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from deploy_helpers import CAMVID_TEST, random_frames, tiny_model, tiny_onnx
+from drivesegrt import cli
+from drivesegrt.export import export_onnx
+from drivesegrt.onnx_meta import read_meta_file
+from drivesegrt.preprocess import normalize
+from drivesegrt.quantize import calibration_images, quantize_int8
+from drivesegrt.trt_check import check_tensorrt
+
+ROOT = Path(__file__).resolve().parents[1]
+LIST = ROOT / "calibration" / "camvid_train.txt"
+CAMVID = CAMVID_TEST.parent
+
+
+@pytest.fixture(scope="module")
+def calib_images():
+    if not (CAMVID / "train").is_dir():
+        pytest.skip(f"CamVid train images not found at {CAMVID / 'train'}")
+    return calibration_images(CAMVID, LIST, num_images=4)
+
+
+@pytest.fixture(scope="module")
+def fp32_model(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("q") / "fp32.onnx")
+
+
+def _inits(model):
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_calibration_list_is_deterministic_and_complete():
+    names = [ln for ln in LIST.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert len(names) == 100 and len(set(names)) == 100
+    if (CAMVID / "train").is_dir():
+        assert all((CAMVID / "train" / n).is_file() for n in names)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
+def test_qdq_recipe(method, fp32_model, calib_images, tmp_path):
+    out = tmp_path / f"int8_{method}.onnx"
+    quantize_int8(fp32_model, out, calib_images, method=method)
+    q = onnx.load(str(out))
+    inits = _inits(q)
+    ops = [n.op_type for n in q.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    per_channel = 0
+    for n in q.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        assert len(n.input) == 3 and not np.any(inits[n.input[2]]), f"{n.name}: zero point != 0"
+        assert inits[n.input[2]].dtype == np.int8
+        scale = inits[n.input[1]]
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:     # a weight
+            if scale.ndim == 1 and scale.size > 1:
+                per_channel += 1
+                assert any(a.name == "axis" and a.i == 0 for a in n.attribute)
+        elif n.op_type == "QuantizeLinear":                             # an activation
+            assert scale.ndim == 0, f"{n.name}: activation scale must be per tensor"
+    assert per_channel > 10
+    assert read_meta_file(out).precision == "int8"
+    assert check_tensorrt(out) == []
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = read_meta_file(out)
+    x = normalize(random_frames(2, meta.input_size), meta.mean, meta.std)
+    y = sess.run(None, {"input": x})[0]
+    assert y.shape == (2, 11, 16, 24) and np.isfinite(y).all()
+
+
+def test_uint8_argmax_graph_keeps_normalization_float(calib_images, tmp_path):
+    model, meta = tiny_model("mobileseg")
+    fp32 = tmp_path / "u8.onnx"
+    export_onnx(model, meta, fp32, uint8_input=True, argmax=True)
+    out = tmp_path / "u8.int8.onnx"
+    kept = quantize_int8(fp32, out, calib_images, method="minmax")
+    assert "/ArgMax" in kept and any(k.startswith("/preprocess/") for k in kept)
+    q = onnx.load(str(out))
+    producers = {o: n for n in q.graph.node for o in n.output}
+    for n in q.graph.node:
+        if n.name.startswith("/preprocess/") or n.op_type == "ArgMax":
+            src = producers.get(n.input[0])
+            assert src is None or src.op_type != "DequantizeLinear", n.name
+    assert check_tensorrt(out) == []
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    labels = sess.run(None, {"input": random_frames(1, meta.input_size)})[0]
+    assert labels.dtype == np.int32 and labels.shape == (1, 16, 24)
+
+
+def test_exclude_keeps_named_layer_float(fp32_model, calib_images, tmp_path):
+    classifier = next(n.name for n in onnx.load(str(fp32_model)).graph.node
+                      if n.op_type == "Conv" and "classifier" in n.name)
+    out = tmp_path / "ex.onnx"
+    quantize_int8(fp32_model, out, calib_images, method="minmax", exclude=[classifier])
+    q = onnx.load(str(out))
+    conv = next(n for n in q.graph.node if n.name == classifier)
+    producers = {o: n for n in q.graph.node for o in n.output}
+    assert conv.input[1] in _inits(q) and conv.input[1] not in producers   # float weight
+    with pytest.raises(ValueError, match="no node named 'nope'"):
+        quantize_int8(fp32_model, out, calib_images, exclude=["nope"])
+
+
+def test_calibration_images_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        calibration_images(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="list"):
+        calibration_images(tmp_path, tmp_path / "nolist.txt")
+    with pytest.raises(ValueError, match="no calibration images"):
+        calibration_images(tmp_path)
+
+
+def test_cli_calibrate(fp32_model, calib_images, tmp_path, capsys):
+    out = tmp_path / "cli.int8.onnx"
+    rc = cli.main(["calibrate", "--model", str(fp32_model), "--data", str(CAMVID),
+                   "--list", str(LIST), "--num-images", "3", "--method", "minmax",
+                   "--out", str(out)])
+    assert rc == 0 and "TensorRT op check: passed" in capsys.readouterr().out
+    rc = cli.main(["calibrate", "--model", str(out), "--data", str(CAMVID), "--num-images", "2",
+                   "--out", str(tmp_path / "again.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fp32" in err and len(err.strip().splitlines()) == 1
