@@ -150,6 +150,7 @@ def main(args) -> int:
 
     cfg = load_run_config(args)
     source = open_source(cfg.source)
+    seg = None
     try:
         seg, model_path = load_segmenter(cfg)
         out = prepare_output(cfg.output)
@@ -159,26 +160,30 @@ def main(args) -> int:
         progress = _progress(source, cfg.max_frames)
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
                             cfg.max_frames, on_frame=progress.update if progress else None)
+        # Handlers stay installed until summary.json is written: a signal during
+        # finalization still ends with complete outputs and exit code 130.
         with _SignalStop(pipeline) as sig:
             try:
                 pipeline.run()
             finally:
                 if progress:
                     progress.close()
-        summary = {**pipeline.summary(),
-                   "source": source.describe(),
-                   "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
-                             "device": seg.engine.spec.device, "arch": seg.meta.arch,
-                             "input_size": list(seg.input_size), "classes": list(seg.class_names),
-                             "filter": seg.filter_mode, "resize": seg.resize},
-                   "outputs": {s.name: s.describe() for s in sinks},
-                   "output_dir": str(out),
-                   "config": to_dict(cfg)}
-        write_json(out / "summary.json", summary)
-        print_summary(summary)
-        seg.engine.close()
+            summary = {**pipeline.summary(),
+                       "source": source.describe(),
+                       "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
+                                 "device": seg.engine.spec.device, "arch": seg.meta.arch,
+                                 "input_size": list(seg.input_size),
+                                 "classes": list(seg.class_names),
+                                 "filter": seg.filter_mode, "resize": seg.resize},
+                       "outputs": {s.name: s.describe() for s in sinks},
+                       "output_dir": str(out),
+                       "config": to_dict(cfg)}
+            write_json(out / "summary.json", summary)
+            print_summary(summary)
     finally:
         source.close()
+        if seg is not None:
+            seg.engine.close()
     return 130 if sig.signum is not None else 0
 
 

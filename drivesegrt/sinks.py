@@ -178,7 +178,10 @@ class VideoSink(Sink):
 
 
 class _FileSink(Sink):
-    """Writes one image file per frame on a worker thread."""
+    """Writes one image file per frame (named by stem, else 6-digit index) on a worker thread.
+    Subclasses pick the Frame attribute, the suffix and the cv2.imwrite params."""
+
+    attr, suffix, params = "overlay", ".jpg", ()
 
     def __init__(self, directory: Path, queue_size: int = 8):
         self.path = Path(directory)
@@ -186,7 +189,14 @@ class _FileSink(Sink):
         self._worker = Worker(f"{self.name}-writer", queue_size)
         self.files = 0
 
-    def _save(self, path: Path, image: np.ndarray, params: list[int]) -> None:
+    def write(self, frame: Frame) -> None:
+        stem = frame.stem if frame.stem is not None else f"{frame.index:06d}"
+        self._worker.submit(self._save, self.path / f"{stem}{self.suffix}",
+                            getattr(frame, self.attr), list(self.params))
+        self.files += 1
+
+    @staticmethod
+    def _save(path: Path, image: np.ndarray, params: list[int]) -> None:
         if not cv2.imwrite(str(path), image, params):
             raise OSError(f"cannot write {path}")
 
@@ -201,29 +211,19 @@ class ImageSink(_FileSink):
     """overlays/<stem>.jpg (image sources)."""
 
     name = "images"
-
-    def write(self, frame: Frame) -> None:
-        stem = frame.stem if frame.stem is not None else f"{frame.index:06d}"
-        self._worker.submit(self._save, self.path / f"{stem}.jpg", frame.overlay,
-                            [cv2.IMWRITE_JPEG_QUALITY, 90])
-        self.files += 1
+    attr, suffix, params = "overlay", ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 90)
 
 
 class MaskSink(_FileSink):
     """masks/<stem>.png or masks/<6-digit index>.png: single-channel uint8 class ids."""
 
     name = "masks"
-
-    def write(self, frame: Frame) -> None:
-        stem = frame.stem if frame.stem is not None else f"{frame.index:06d}"
-        # Level 1: masks compress ~as well as at the default level, 3-4x faster.
-        self._worker.submit(self._save, self.path / f"{stem}.png", frame.labels,
-                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        self.files += 1
+    # Level 1: masks compress about as well as at the default level, 3-4x faster.
+    attr, suffix, params = "labels", ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1)
 
 
 class WindowSink(Sink):
-    """A cv2 window. ``available()`` says why not when there is no display/GUI backend."""
+    """A cv2 window. ``unavailable_reason()`` says why not when there is no display/GUI backend."""
 
     name = "window"
     TITLE = "drivesegrt"
@@ -251,13 +251,14 @@ class WindowSink(Sink):
 
 
 class JsonlSink(Sink):
-    """frames.jsonl: ``Frame.record()`` per published frame (line-buffered writes)."""
+    """frames.jsonl: ``Frame.record()`` per published frame, line-buffered so a reader (a
+    dashboard, a test) can follow the run live."""
 
     name = "jsonl"
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._f = open(self.path, "w", buffering=1 << 16)
+        self._f = open(self.path, "w", buffering=1)
 
     def write(self, frame: Frame) -> None:
         self._f.write(json.dumps(frame.record()) + "\n")

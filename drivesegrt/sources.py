@@ -350,20 +350,34 @@ def open_source(spec: str) -> Source:
 _END = None
 
 
-class Prefetch:
-    """Recorded sources: a thread decodes ahead into a bounded queue (back-pressure, no drops).
-    ``read`` returns frames in order, then None once the source ends or ``stop()`` was called
-    (frames already queued are still delivered: the pipeline drains)."""
+class _CaptureStage:
+    """A thread reading ``source`` until it ends or ``stop()``; subclasses decide what to
+    keep (``_run``). ``frames_in``/``frames_dropped`` feed summary.json."""
 
-    def __init__(self, source: Source, depth: int = 4, max_frames: int | None = None):
+    def __init__(self, source: Source, max_frames: int | None):
         self.source = source
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._max = max_frames
         self.frames_in = 0
         self.frames_dropped = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+
+    def _run(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Prefetch(_CaptureStage):
+    """Recorded sources: a thread decodes ahead into a bounded queue (back-pressure, no drops).
+    ``read`` returns frames in order, then None once the source ends or ``stop()`` was called
+    (frames already queued are still delivered: the pipeline drains)."""
+
+    def __init__(self, source: Source, depth: int = 4, max_frames: int | None = None):
+        super().__init__(source, max_frames)
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._thread.start()
 
     def _run(self):
@@ -402,30 +416,21 @@ class Prefetch:
     def read(self) -> Frame | None:
         return self._q.get()
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
 
-class LatestFrame:
+class LatestFrame(_CaptureStage):
     """Live sources: a capture thread keeps only the newest frame. A frame replaced before
     ``read`` took it is dropped and counted in ``frames_dropped``."""
 
     def __init__(self, source: Source, max_frames: int | None = None):
-        self.source = source
+        super().__init__(source, max_frames)
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._ended = False
-        self._stop = threading.Event()
-        self._max = max_frames
         self._delivered = 0
-        self.frames_in = 0
-        self.frames_dropped = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
     def _run(self):

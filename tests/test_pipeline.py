@@ -1,0 +1,128 @@
+"""The threaded pipeline in-process: recorded vs live semantics, faults, draining."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from drivesegrt.engines import Engine, load_engine
+from drivesegrt.pipeline import Pipeline
+from drivesegrt.segmenter import Segmenter
+from drivesegrt.sinks import JsonlSink, VideoSink
+from drivesegrt.sources import open_source
+from drivesegrt.visualize import Overlay
+
+from pipeline_helpers import make_tiny_checkpoint, read_jsonl, video_info
+
+
+class SlowEngine(Engine):
+    """Wraps a real engine and sleeps before each inference (an engine slower than the camera)."""
+
+    def __init__(self, inner: Engine, delay_s: float = 0.0, fail_at: int | None = None):
+        self.inner, self.delay_s, self.fail_at, self.calls = inner, delay_s, fail_at, 0
+
+    @classmethod
+    def load(cls, path, device="cpu", **options):
+        raise NotImplementedError
+
+    @property
+    def spec(self):
+        return self.inner.spec
+
+    def infer(self, batch):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise RuntimeError("engine exploded")
+        time.sleep(self.delay_s)
+        return self.inner.infer(batch)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = make_tiny_checkpoint(tmp_path_factory.mktemp("pl") / "tiny.pt", input_size=(96, 128))
+    eng = load_engine("torch", path)
+    yield eng
+    eng.close()
+
+
+def build(engine, spec, sinks=(), jsonl=None, **kw):
+    seg = Segmenter(engine)
+    return Pipeline(open_source(spec), seg, Overlay(seg.class_names, seg.palette), list(sinks),
+                    jsonl, **kw)
+
+
+def test_recorded_every_frame_in_order(engine, tmp_path):
+    p = build(engine, "synthetic:?w=160&h=120&frames=25", jsonl=JsonlSink(tmp_path / "f.jsonl"),
+              queue_size=2)
+    stats = p.run()
+    assert (stats.frames_in, stats.frames_out, stats.frames_dropped) == (25, 25, 0)
+    recs = read_jsonl(tmp_path / "f.jsonl")
+    assert [r["index"] for r in recs] == list(range(25))
+    assert set(recs[0]["stages_ms"]) == {"capture", "preprocess", "infer", "postprocess",
+                                         "overlay", "write"}
+    s = p.summary()
+    assert set(s["stages_ms"]["infer"]) == {"p50", "p95", "p99"} and s["fps"] > 0
+
+
+def test_live_source_drops_stale_frames_and_bounds_age(engine):
+    """Camera at 100 fps, engine at ~12 fps: frames are dropped at the source, not queued,
+    so a published frame is never much older than one inference."""
+    delay = 0.08
+    p = build(SlowEngine(engine, delay), "synthetic:?w=160&h=120&fps=100&frames=0&live=1",
+              max_frames=12)
+    stats = p.run()
+    assert stats.frames_out == 12
+    assert stats.frames_dropped > 20
+    assert stats.frames_in == stats.frames_out + stats.frames_dropped
+    # Without dropping, age would grow by ~(delay - 10 ms) per frame: ~0.8 s by frame 12.
+    assert max(stats.latency_ms) < 4 * delay * 1000
+
+
+def test_engine_error_does_not_hang_and_finalizes_video(engine, tmp_path):
+    video = VideoSink(tmp_path / "o.mp4", (160, 120), 10.0)
+    p = build(SlowEngine(engine, fail_at=6), "synthetic:?w=160&h=120&frames=40", [video],
+              queue_size=2)
+    done = threading.Event()
+    with pytest.raises(RuntimeError, match="engine exploded"):
+        try:
+            p.run()
+        finally:
+            done.set()
+    assert p.stats.frames_out == 5
+    assert video_info(tmp_path / "o.mp4") == (5, 160, 120)
+    assert not [t for t in threading.enumerate() if t.name in ("infer", "publish", "capture")
+                and t.is_alive()]
+
+
+def test_sink_error_aborts_cleanly(engine):
+    class BrokenSink(VideoSink.__mro__[1]):
+        name = "broken"
+
+        def write(self, frame):
+            if frame.index == 3:
+                raise OSError("No space left on device")
+
+    p = build(engine, "synthetic:?w=160&h=120&frames=0", [BrokenSink()], queue_size=2)
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="No space left"):
+        p.run()
+    assert time.monotonic() - t0 < 30
+    assert p.stats.frames_out == 3
+
+
+def test_stop_drains_and_counts(engine):
+    p = build(engine, "synthetic:?w=160&h=120&frames=0", queue_size=3)
+    threading.Timer(0.5, p.stop).start()
+    stats = p.run()
+    assert stats.interrupted and stats.frames_out > 0
+    assert stats.frames_in == stats.frames_out          # queued frames were published
+
+
+def test_remapped_overlay_uses_reduced_palette(engine):
+    seg = Segmenter(engine, remap="driving5")
+    labels, _ = seg(np.zeros((120, 160, 3), np.uint8))
+    assert labels.max() < 5 and len(seg.palette) == 5

@@ -1,0 +1,45 @@
+"""Overlay: LUT colors blended with alpha, legend, HUD."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivesegrt.labels import CAMVID11
+from drivesegrt.visualize import Overlay, colorize, hud_text
+from drivesegrt.labels import palette_lut
+
+
+def test_colorize_uses_palette_in_bgr():
+    labels = np.array([[0, 3], [8, 200]], np.uint8)
+    color = colorize(labels, palette_lut(CAMVID11.palette).reshape(256, 1, 3))
+    assert tuple(color[0, 1]) == tuple(CAMVID11.palette[3][::-1])
+    assert tuple(color[1, 0]) == tuple(CAMVID11.palette[8][::-1])
+    assert tuple(color[1, 1]) == (0, 0, 0)         # ids without a color are black
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_alpha_blend(alpha):
+    frame = np.full((40, 60, 3), 100, np.uint8)
+    labels = np.full((40, 60), 3, np.uint8)
+    out = Overlay(CAMVID11.class_names, CAMVID11.palette, alpha, legend=False, hud=False)(frame, labels)
+    road_bgr = np.array(CAMVID11.palette[3][::-1], np.float32)
+    expect = np.round((1 - alpha) * 100 + alpha * road_bgr)
+    assert np.abs(out[20, 30].astype(np.float32) - expect).max() <= 1
+    assert frame[0, 0, 0] == 100                  # input untouched
+
+
+def test_legend_and_hud_are_drawn():
+    frame = np.zeros((540, 960, 3), np.uint8)
+    labels = np.zeros((540, 960), np.uint8)
+    plain = Overlay(CAMVID11.class_names, CAMVID11.palette, 0.0, legend=False, hud=False)(frame, labels)
+    full = Overlay(CAMVID11.class_names, CAMVID11.palette, 0.0)(
+        frame, labels, {"fps": 61.5, "stages_ms": {"infer": 9.8}})
+    assert not plain.any()
+    assert full[:100, :100].any()                   # legend, top-left
+    assert full[-20:, :200].any()                   # HUD, bottom
+    assert hud_text({"fps": 61.5, "stages_ms": {"infer": 9.8}}) == " 61.5 FPS  inf 9.8 ms"
+
+
+def test_bad_alpha():
+    with pytest.raises(ValueError, match="alpha"):
+        Overlay(("a",), ((1, 2, 3),), 1.5)
