@@ -89,13 +89,17 @@ class Pipeline:
     def stop(self) -> None:
         """Stop capturing; frames already in the pipeline are still published (drain)."""
         self.stats.interrupted = True
+        self._stop_capture()
+
+    def abort(self) -> None:
+        """Everyone leaves now (an error); sinks are still closed by ``run``."""
+        self._abort.set()
+        self._stop_capture()
+
+    def _stop_capture(self) -> None:
         self._stop.set()
         if self._reader is not None:
             self._reader.stop()
-
-    def abort(self) -> None:
-        self._abort.set()
-        self.stop()
 
     # -- stages --------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item) -> bool:

@@ -38,7 +38,9 @@ class OutputError(OSError):
 
 
 def _output_error(path: Path, e: OSError) -> OutputError:
-    return OutputError(e.errno, f"cannot write {path}: {e.strerror or e}")
+    err = OutputError(f"cannot write {path}: {e.strerror or e}")
+    err.errno = e.errno
+    return err
 
 
 class Worker:

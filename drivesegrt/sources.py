@@ -20,7 +20,9 @@ capture *stage* wraps it in a reader thread chosen by the source's kind (``open_
 Cameras and network streams survive outages: :class:`CaptureSource` reads through a
 :class:`~drivesegrt.stream.Reconnector`, which reopens with backoff when frames stop and gives
 up after ``reconnect_timeout`` seconds (then the source ends like a file, and the run finalizes).
-A frame size change mid-stream is logged once per change; frames keep their own size.
+A frame size change mid-stream is logged; frames keep their own size (sinks decide: the
+overlay video keeps its first size, masks follow the frame). OpenCV's FFmpeg backend already
+scales a stream that switches resolution to its first size, so streams rarely show one.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ class Source(ABC):
             return None
         t1 = now()
         if image.shape != self._last_shape:
-            if self._last_shape is not None:
+            if self._last_shape is not None and self.kind != "images":   # folders: sizes vary
                 self._size_changed(self._last_shape, image.shape)
             self._last_shape = image.shape
         frame = Frame(index=self.frames_read, image=image, t_capture=t1, stem=self._stem())
