@@ -224,7 +224,10 @@ class _FileSink(Sink):
             with open(path, "wb") as f:
                 f.write(buf)
         except OSError as e:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)        # no half-written image left behind
+            except OSError:
+                pass                                # the directory itself is gone
             raise _output_error(path, e) from None
         self.files += 1
 

@@ -252,9 +252,10 @@ def _mount_tiny_tmpfs(path, size="160k") -> bool:
 
 
 def test_output_disk_full_mid_run(shared_data, tmp_path, model, config):
-    """masks/ on a tiny filesystem (tmpfs, as root) fills up after a few frames; without root,
-    masks/ is made read-only mid-run instead. One clear error line, exit 1, and everything
-    written so far stays valid: a playable overlay.mp4, whole mask PNGs, summary.json."""
+    """masks/ on a tiny filesystem (tmpfs; needs root) fills up after a few frames. Without
+    a mount, masks/ is swapped for a plain file mid-run (unwritable even for root). One clear
+    error line, exit 1, and everything written so far stays valid: a playable overlay.mp4,
+    whole mask PNGs, summary.json with the error."""
     out = tmp_path / "run"
     masks = out / "masks"
     masks.mkdir(parents=True)
@@ -264,19 +265,18 @@ def test_output_disk_full_mid_run(shared_data, tmp_path, model, config):
         if not mounted:
             while run.proc.poll() is None and len(list(masks.iterdir())) < 5:
                 time.sleep(0.05)
-            masks.chmod(0o500)
+            masks = masks.rename(out / "masks-before")
+            (out / "masks").write_text("not a directory any more")
         rc = run.finish()
         written = sorted(masks.iterdir())
         decoded = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in written]
     finally:
         if mounted:
             subprocess.run(["umount", str(masks)], check=False)
-        else:
-            masks.chmod(0o700)
     assert rc == 1, run.stderr
     errors = [line for line in run.stderr_lines if line.startswith("drivesegrt: error:")]
     assert len(errors) == 1 and "Traceback" not in run.stderr
-    reason = "No space left on device" if mounted else "Permission denied"
+    reason = "No space left on device" if mounted else "Not a directory"
     assert "cannot write" in errors[0] and "masks/" in errors[0] and reason in errors[0]
     s = read_summary(out)
     assert reason in s["error"] and 0 < s["frames_out"] < 221

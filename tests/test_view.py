@@ -1,6 +1,7 @@
 """The live browser view (--view): HTTP endpoints, and the page for real in headless Chromium."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import socket
@@ -121,6 +122,8 @@ def test_view_port_in_use_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(importlib.util.find_spec("websocket") is None,
+                    reason="websocket-client not installed (pip install -e '.[dev]')")
 def test_live_view_in_headless_chromium(tmp_path):
     """`drivesegrt run --view` on a live source; Chromium loads the page, the overlay image
     updates and the stats change; a screenshot is saved in the test's tmp dir."""
