@@ -160,11 +160,13 @@ class _SignalStop:
 def main(args) -> int:
     from .pipeline import InferenceError, Pipeline
     from .sinks import OutputError, write_json
-    from .sources import open_source
+    from .sources import open_source, quiet_decoder_logs
     from .stream import Backoff
     from .visualize import Overlay
 
     cfg = load_run_config(args)
+    if not getattr(args, "verbose", False):
+        quiet_decoder_logs()
     source = open_source(cfg.source, cfg.stream.reconnect_timeout,
                          Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
     seg = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 import queue
 import sys
 import threading
@@ -102,6 +103,17 @@ class Source(ABC):
     def describe(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "live": self.live, "fps": round(self.fps, 3),
                 "width": self.size[0], "height": self.size[1]}
+
+
+def quiet_decoder_logs() -> None:
+    """Silence FFmpeg's and OpenCV's own log lines (the CLI does, unless --verbose).
+
+    A stream that is down makes FFmpeg print "Connection refused" and OpenCV a warning, on
+    every reconnect attempt; our messages already say it once, in one line. Only FFmpeg's
+    fatal messages stay. OpenCV reads OPENCV_FFMPEG_LOGLEVEL when it first uses FFmpeg, so
+    this must run before the first capture opens; a value the user set is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")           # AV_LOG_FATAL
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def _fps_or(value: float, default: float = 30.0) -> float:
