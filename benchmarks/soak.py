@@ -5,9 +5,10 @@
 ``drivesegrt replay``'s server (ffmpeg, 127.0.0.1) loops the highway clip ``--speed`` times
 faster than real time (``-readrate``, no transcode), and the run's own building blocks
 (config, engine, sinks, Pipeline; as ``drivesegrt run`` wires them) segment it live until
-``--frames`` frames were captured. Every ``--interval`` seconds a sampler records resident
-memory of this process (the pipeline; ffmpeg runs apart), OS and Python thread counts, open files and
-the depth of every queue (capture slot, publish queue, each sink's writer queue).
+``--frames`` frames were captured. Every ``--interval`` seconds a sampler records the
+resident memory of this process (the pipeline; ffmpeg runs apart), OS and Python thread
+counts, open files and the depth of every queue (capture slot, publish queue, each sink's
+writer queue).
 
 Pass criteria, judged after a warm-up (``--warmup`` of the frames, default 10 %):
   rss      growth of the median of the last 5 samples over the first 5 < 5 %

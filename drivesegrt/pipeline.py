@@ -68,7 +68,8 @@ class Pipeline:
 
     def __init__(self, source: Source, segmenter: Segmenter, overlay: Overlay,
                  sinks: list[Sink], jsonl: JsonlSink | None = None, queue_size: int = 4,
-                 max_frames: int | None = None, on_frame=None, max_consecutive_failures: int = 10):
+                 max_frames: int | None = None, on_frame=None,
+                 max_consecutive_failures: int = 10):
         self.source = source
         self.segmenter = segmenter
         self.overlay = overlay

@@ -164,4 +164,4 @@ class Reconnector:
 
     def describe(self) -> dict:
         return {"reconnects": self.reconnects, "reconnect_attempts": self.attempts,
-                "outage_s": round(self.outage_s, 3), "gave_up": self.gave_up}
+                "outage_s": round(self.outage_s, 3)}

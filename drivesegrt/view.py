@@ -87,13 +87,15 @@ class ViewSink(Sink):
         try:
             self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         except OSError as e:
-            raise ValueError(f"--view: cannot listen on {host}:{port} ({e.strerror or e})") from None
+            raise ValueError(f"--view: cannot listen on {host}:{port} "
+                             f"({e.strerror or e})") from None
         self._server.daemon_threads = True
         self.host, self.port = host, self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/"
-        self._threads = [threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                          name="view-http", daemon=True),
-                         threading.Thread(target=self._encode_loop, name="view-encode", daemon=True)]
+        self._threads = [threading.Thread(target=self._server.serve_forever, name="view-http",
+                                          kwargs={"poll_interval": 0.2}, daemon=True),
+                         threading.Thread(target=self._encode_loop, name="view-encode",
+                                          daemon=True)]
         for t in self._threads:
             t.start()
 
@@ -146,6 +148,10 @@ class ViewSink(Sink):
                                        timeout) or self._closed.is_set():
                 return None, after_seq
             return self._jpeg, self._jpeg_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     def client_joined(self) -> None:
         with self._lock:
@@ -230,7 +236,7 @@ def _handler_for(view: ViewSink):
             view.client_joined()
             try:
                 seq = 0
-                while not view._closed.is_set():
+                while not view.closed:
                     jpeg, seq = view.next_jpeg(seq)
                     if jpeg is None:
                         continue
