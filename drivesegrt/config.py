@@ -188,9 +188,27 @@ class SinksConfig:
     masks: bool = False                # masks/*.png class ids (--save-masks)
     show: bool = False                 # a window, when a display exists (--show)
     jsonl: bool = True                 # frames.jsonl
+    view: str | None = None            # live browser view address, e.g. http://127.0.0.1:8080
+    view_fps: float = 15.0             # at most this many JPEGs a second for the view
 
     def validate(self):
         _require(0 <= self.video_crf <= 51, "sinks.video_crf", f"must be 0..51, got {self.video_crf}")
+        _require(self.view_fps > 0, "sinks.view_fps", f"must be > 0, got {self.view_fps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """Outages of cameras and network streams: reopen with backoff, give up after a timeout."""
+    reconnect_timeout: float | None = None   # seconds away before the run ends; None = never
+    backoff_initial: float = 0.5       # first retry delay, doubling ...
+    backoff_max: float = 5.0           # ... up to this
+
+    def validate(self):
+        _require(self.reconnect_timeout is None or self.reconnect_timeout > 0,
+                 "stream.reconnect_timeout", f"must be > 0 seconds or null, got "
+                 f"{self.reconnect_timeout}")
+        _require(0 < self.backoff_initial <= self.backoff_max, "stream.backoff_initial",
+                 f"must be > 0 and <= stream.backoff_max, got {self.backoff_initial}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +233,7 @@ class RunConfig:
     overlay: OverlayConfig = OverlayConfig()
     sinks: SinksConfig = SinksConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    stream: StreamConfig = StreamConfig()
 
     def validate(self):
         _require(self.max_frames is None or self.max_frames >= 1, "max_frames",

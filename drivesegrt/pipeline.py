@@ -7,7 +7,9 @@
     publish thread  Overlay + sinks (video/images/masks/window hand off to their writer
                     threads) + frames.jsonl; per-frame latency; progress bar
 
-Stages overlap, so throughput approaches the slowest stage rather than the sum. Stopping:
+Stages overlap, so throughput approaches the slowest stage rather than the sum. An engine
+error on one frame is logged and the frame counted in ``frames_failed`` (the run goes on);
+``max_consecutive_failures`` in a row abort with :class:`InferenceError`. Stopping:
 end of stream, ``max_frames``, or ``stop()`` (Ctrl-C/SIGTERM, wired in run.py) stop the
 capture and let the frames already queued drain through publish; ``close`` of the sinks then
 finalizes the outputs. An exception in any stage aborts the others (no thread waits forever on
@@ -16,6 +18,7 @@ a queue nobody serves) and is re-raised by :meth:`Pipeline.run` after the sinks 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -29,12 +32,16 @@ from .visualize import Overlay
 _END = object()
 
 
+class InferenceError(RuntimeError):
+    """The infer stage failed on too many consecutive frames (a broken engine, not a glitch)."""
+
+
 @dataclass
 class RunStats:
     frames_in: int = 0
     frames_out: int = 0
     frames_dropped: int = 0
-    frames_failed: int = 0
+    frames_failed: int = 0              # inference errors (the source's own count is added)
     stages: StageStats = field(default_factory=StageStats)
     latency_ms: list[float] = field(default_factory=list)
     t_start: float = 0.0
@@ -56,11 +63,13 @@ class Pipeline:
     queue_size: depth of the capture and publish queues. max_frames: stop after this many
     frames entered the pipeline (None = until the source ends). on_frame: called in the
     publish thread after each published frame (e.g. a progress bar's update).
+    max_consecutive_failures: inference errors in a row that abort the run.
     """
 
     def __init__(self, source: Source, segmenter: Segmenter, overlay: Overlay,
                  sinks: list[Sink], jsonl: JsonlSink | None = None, queue_size: int = 4,
-                 max_frames: int | None = None, on_frame=None):
+                 max_frames: int | None = None, on_frame=None,
+                 max_consecutive_failures: int = 10):
         self.source = source
         self.segmenter = segmenter
         self.overlay = overlay
@@ -69,23 +78,29 @@ class Pipeline:
         self.queue_size = max(1, queue_size)
         self.max_frames = max_frames
         self.on_frame = on_frame
+        self.max_consecutive_failures = max(1, max_consecutive_failures)
         self.stats = RunStats()
         self._stop = threading.Event()       # drain: stop capturing, publish what is queued
         self._abort = threading.Event()      # error: everyone leaves now
         self._errors: list[BaseException] = []
         self._reader = None
+        self._pub_q: queue.Queue | None = None
 
     # -- control -------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop capturing; frames already in the pipeline are still published (drain)."""
         self.stats.interrupted = True
+        self._stop_capture()
+
+    def abort(self) -> None:
+        """Everyone leaves now (an error); sinks are still closed by ``run``."""
+        self._abort.set()
+        self._stop_capture()
+
+    def _stop_capture(self) -> None:
         self._stop.set()
         if self._reader is not None:
             self._reader.stop()
-
-    def abort(self) -> None:
-        self._abort.set()
-        self.stop()
 
     # -- stages --------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item) -> bool:
@@ -110,12 +125,19 @@ class Pipeline:
         self.abort()
 
     def _infer_loop(self, out_q: queue.Queue) -> None:
+        failed_in_a_row = 0
         try:
             while not self._abort.is_set():
                 frame = self._reader.read()
                 if frame is None:
                     break
-                frame.labels, times = self.segmenter(frame.image)
+                try:
+                    frame.labels, times = self.segmenter(frame.image)
+                except Exception as e:
+                    failed_in_a_row += 1
+                    self._frame_failed(frame, e, failed_in_a_row)
+                    continue
+                failed_in_a_row = 0
                 frame.stages_ms.update(times)
                 if not self._put(out_q, frame):
                     break
@@ -123,6 +145,15 @@ class Pipeline:
             self._fail(e)
         finally:
             self._put(out_q, _END)
+
+    def _frame_failed(self, frame: Frame, error: Exception, in_a_row: int) -> None:
+        """Log and count one frame the engine failed on; too many in a row abort the run."""
+        self.stats.frames_failed += 1
+        first = (str(error).splitlines() or [""])[0]
+        msg = f"frame {frame.index}: inference failed ({type(error).__name__}: {first})"
+        if in_a_row >= self.max_consecutive_failures:
+            raise InferenceError(f"{msg}; {in_a_row} frames in a row failed, stopping") from error
+        print(f"drivesegrt: warning: {msg}; frame skipped", file=sys.stderr, flush=True)
 
     def _publish_loop(self, in_q: queue.Queue) -> None:
         rate = RateMeter()
@@ -165,6 +196,7 @@ class Pipeline:
         if self._stop.is_set():
             self._reader.stop()
         pub_q: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        self._pub_q = pub_q
         threads = [threading.Thread(target=self._infer_loop, args=(pub_q,), name="infer",
                                     daemon=True),
                    threading.Thread(target=self._publish_loop, args=(pub_q,), name="publish",
@@ -185,7 +217,7 @@ class Pipeline:
             stats.t_end = now()
             stats.frames_in = self._reader.frames_in
             stats.frames_dropped = self._reader.frames_dropped
-            stats.frames_failed = getattr(self.source, "frames_failed", 0)
+            stats.frames_failed += getattr(self.source, "frames_failed", 0)
             self._close_sinks()
             if self._reader.error is not None:
                 self._errors.append(self._reader.error)
@@ -199,6 +231,24 @@ class Pipeline:
                 sink.close()
             except BaseException as e:
                 self._errors.append(e)
+
+    # -- live state (the browser view, the soak benchmark) -------------------------------
+    def counters(self) -> dict:
+        """Counts so far, readable from any thread while the pipeline runs."""
+        r, s = self._reader, self.stats
+        return {"frames_in": r.frames_in if r else s.frames_in,
+                "frames_dropped": r.frames_dropped if r else s.frames_dropped,
+                "frames_failed": s.frames_failed + getattr(self.source, "frames_failed", 0),
+                "reconnects": getattr(self.source, "reconnects", 0),
+                "outage_s": round(getattr(self.source, "outage_s", 0.0), 3)}
+
+    def queue_depths(self) -> dict[str, int]:
+        """Frames waiting in each queue now: capture, publish and every sink's writer."""
+        depths = {"capture": self._reader.depth() if self._reader else 0,
+                  "publish": self._pub_q.qsize() if self._pub_q else 0}
+        for sink in self.sinks:
+            depths[sink.name] = sink.backlog()
+        return depths
 
     # -- summary -------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -216,10 +266,15 @@ class Pipeline:
             "fps": round(s.fps, 3),
             "wall_s": round(s.wall_s, 3),
             "reconnects": getattr(self.source, "reconnects", 0),
+            "outage_s": round(getattr(self.source, "outage_s", 0.0), 3),
+            "end_reason": getattr(self.source, "end_reason", None),
             "interrupted": s.interrupted,
             "stages_ms": stages,
             "stages_mean_ms": {k: round(s.stages.mean(k), 3) for k in STAGES
                                if s.stages.values(k)},
             "latency_ms": percentiles(s.latency_ms),
+            # Age of each frame when published (capture -> sinks): the live-mode bound.
+            "frame_age_ms": {**percentiles(s.latency_ms),
+                             "max": round(max(s.latency_ms, default=0.0), 3)},
         }
 

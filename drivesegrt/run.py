@@ -4,7 +4,11 @@
 
 Reads config (``--config FILE``, else the defaults in config.RunConfig, mirrored in
 config.yaml), applies CLI flags on top, opens the source, loads the engine, wires the
-pipeline and writes ``summary.json``. Ctrl-C / SIGTERM drain and finalize, exit code 130.
+pipeline and writes ``summary.json``. Ctrl-C / SIGTERM drain and finalize, exit code 130. A
+camera/stream that stays away past ``--reconnect-timeout`` ends the run like the end of a file
+(exit 0). An output that cannot be written mid-run (disk full) or an engine failing frame
+after frame stops the run: outputs are finalized, summary.json records the error, one line on
+stderr, exit code 1.
 """
 from __future__ import annotations
 
@@ -37,6 +41,11 @@ def add_arguments(p) -> None:
     p.add_argument("--show", action="store_true", default=None,
                    help="show the overlay in a window (needs a display)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
+                   "http://127.0.0.1:8080 (port 0 = any free port)")
+    p.add_argument("--reconnect-timeout", type=float, metavar="S",
+                   help="camera/stream: end the run after S seconds without the source "
+                   "(default: keep reconnecting)")
 
 
 def load_run_config(args) -> RunConfig:
@@ -46,7 +55,8 @@ def load_run_config(args) -> RunConfig:
         "preprocess.resize": args.resize, "postprocess.filter": args.filter,
         "postprocess.remap": args.remap, "overlay.alpha": args.alpha,
         "sinks.masks": args.save_masks, "sinks.show": args.show,
-        "sinks.video": False if args.no_video else None,
+        "sinks.video": False if args.no_video else None, "sinks.view": args.view,
+        "stream.reconnect_timeout": args.reconnect_timeout,
     }
     return load_dataclass(RunConfig, args.config, overrides)
 
@@ -93,8 +103,13 @@ def load_segmenter(cfg: RunConfig):
 
 def make_sinks(cfg: RunConfig, out: Path, source):
     from .sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
+    from .view import ViewSink
 
     sinks = []
+    if cfg.sinks.view:        # first: a busy port fails before any writer process starts
+        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps)
+        print(f"drivesegrt: live view at {view.url}", file=sys.stderr, flush=True)
+        sinks.append(view)
     depth = cfg.pipeline.writer_queue
     if source.kind == "images":
         if cfg.sinks.images:
@@ -143,13 +158,17 @@ class _SignalStop:
 
 
 def main(args) -> int:
-    from .pipeline import Pipeline
-    from .sinks import write_json
-    from .sources import open_source
+    from .pipeline import InferenceError, Pipeline
+    from .sinks import OutputError, write_json
+    from .sources import open_source, quiet_decoder_logs
+    from .stream import Backoff
     from .visualize import Overlay
 
     cfg = load_run_config(args)
-    source = open_source(cfg.source)
+    if not getattr(args, "verbose", False):
+        quiet_decoder_logs()
+    source = open_source(cfg.source, cfg.stream.reconnect_timeout,
+                         Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
     seg = None
     try:
         seg, model_path = load_segmenter(cfg)
@@ -160,11 +179,17 @@ def main(args) -> int:
         progress = _progress(source, cfg.max_frames)
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
                             cfg.max_frames, on_frame=progress.update if progress else None)
+        for sink in sinks:
+            if sink.name == "view":
+                sink.set_counters(pipeline.counters)
         # Handlers stay installed until summary.json is written: a signal during
         # finalization still ends with complete outputs and exit code 130.
         with _SignalStop(pipeline) as sig:
+            error = None
             try:
                 pipeline.run()
+            except (OutputError, InferenceError) as e:     # outputs are finalized by now
+                error = e
             finally:
                 if progress:
                     progress.close()
@@ -177,9 +202,18 @@ def main(args) -> int:
                                  "filter": seg.filter_mode, "resize": seg.resize},
                        "outputs": {s.name: s.describe() for s in sinks},
                        "output_dir": str(out),
+                       "error": None if error is None else str(error),
                        "config": to_dict(cfg)}
-            write_json(out / "summary.json", summary)
+            try:
+                write_json(out / "summary.json", summary)
+            except OSError:
+                if error is None:
+                    raise                      # the disk may be the very thing that is full
             print_summary(summary)
+            if error is not None:
+                print(f"drivesegrt: error: {error} (outputs written so far are finalized in "
+                      f"{out})", file=sys.stderr)
+                return 1
     finally:
         source.close()
         if seg is not None:
@@ -207,13 +241,17 @@ def print_summary(s: dict) -> None:
           f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
     print(f"frames   in {s['frames_in']}  out {s['frames_out']}  dropped {s['frames_dropped']}"
           f"  failed {s['frames_failed']}  reconnects {s['reconnects']}"
+          + (f" (outage {s['outage_s']:.1f} s)" if s["outage_s"] else "")
           + ("  (interrupted)" if s["interrupted"] else ""))
+    if s["end_reason"]:
+        print(f"ended    {s['end_reason']}")
     print(f"speed    {s['fps']:.1f} FPS end-to-end over {s['wall_s']:.2f} s")
     print(f"{'stage (ms)':<14}{'p50':>9}{'p95':>9}{'p99':>9}")
-    rows = list(s["stages_ms"].items()) + [("latency", s["latency_ms"])]
+    rows = list(s["stages_ms"].items()) + [("latency", s["latency_ms"]),
+                                            ("frame age", s["frame_age_ms"])]
     for name, p in rows:
         print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
     for name, o in s["outputs"].items():
         extra = f" [{o['encoder']}]" if "encoder" in o else ""
-        print(f"output   {name}: {o['path']}{extra}")
+        print(f"output   {name}: {o.get('url') or o['path']}{extra}")
     print(f"output   summary: {Path(s['output_dir']) / 'summary.json'}")

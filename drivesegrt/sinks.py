@@ -9,7 +9,9 @@
 Encoding and file writes run on a per-sink worker thread (:class:`Worker`) behind a bounded
 queue, so the publish stage only hands frames over; the worker's time per frame is reported as
 the ``encode`` stage in summary.json. ``close()`` drains and finalizes (a playable mp4 even
-after Ctrl-C).
+after Ctrl-C). A failed write (disk full, directory gone or read-only) raises
+:class:`OutputError` naming the file and the reason; files already written stay complete (a
+half-written image is removed) and the other sinks still finalize.
 """
 from __future__ import annotations
 
@@ -29,6 +31,16 @@ from .frame import Frame
 from .timing import ms_since, now
 
 VIDEO_CODECS = ("auto", "h264", "mp4v")
+
+
+class OutputError(OSError):
+    """Writing an output failed mid-run (disk full, unwritable); the message names the file."""
+
+
+def _output_error(path: Path, e: OSError) -> OutputError:
+    err = OutputError(f"cannot write {path}: {e.strerror or e}")
+    err.errno = e.errno
+    return err
 
 
 class Worker:
@@ -71,13 +83,21 @@ class Worker:
         self._thread.join()
         self._raise()
 
+    def depth(self) -> int:
+        return self._q.qsize()
+
 
 class Sink:
     name = "sink"
     path: Path | None = None
+    _worker: Worker | None = None
 
     def write(self, frame: Frame) -> None:
         raise NotImplementedError
+
+    def backlog(self) -> int:
+        """Frames handed over but not written yet (the writer thread's queue)."""
+        return self._worker.depth() if self._worker is not None else 0
 
     def close(self) -> None:
         pass
@@ -141,8 +161,8 @@ class VideoSink(Sink):
             try:
                 self._proc.stdin.write(memoryview(np.ascontiguousarray(img)).cast("B"))
             except BrokenPipeError:
-                raise RuntimeError(f"ffmpeg stopped while writing {self.path}: "
-                                   f"{self._ffmpeg_error()}") from None
+                raise OutputError(f"ffmpeg stopped while writing {self.path}: "
+                                  f"{self._ffmpeg_error()}") from None
         else:
             self._writer.write(img)
 
@@ -193,12 +213,23 @@ class _FileSink(Sink):
         stem = frame.stem if frame.stem is not None else f"{frame.index:06d}"
         self._worker.submit(self._save, self.path / f"{stem}{self.suffix}",
                             getattr(frame, self.attr), list(self.params))
-        self.files += 1
 
-    @staticmethod
-    def _save(path: Path, image: np.ndarray, params: list[int]) -> None:
-        if not cv2.imwrite(str(path), image, params):
-            raise OSError(f"cannot write {path}")
+    def _save(self, path: Path, image: np.ndarray, params: list[int]) -> None:
+        # Encode, then write with Python I/O: unlike cv2.imwrite this reports *why* a write
+        # failed (ENOSPC, EACCES, ...), and a partial file can be removed.
+        ok, buf = cv2.imencode(self.suffix, image, params)
+        if not ok:
+            raise OutputError(f"cannot encode {path}")
+        try:
+            with open(path, "wb") as f:
+                f.write(buf)
+        except OSError as e:
+            try:
+                path.unlink(missing_ok=True)        # no half-written image left behind
+            except OSError:
+                pass                                # the directory itself is gone
+            raise _output_error(path, e) from None
+        self.files += 1
 
     def close(self) -> None:
         self._worker.close()
@@ -261,7 +292,10 @@ class JsonlSink(Sink):
         self._f = open(self.path, "w", buffering=1)
 
     def write(self, frame: Frame) -> None:
-        self._f.write(json.dumps(frame.record()) + "\n")
+        try:
+            self._f.write(json.dumps(frame.record()) + "\n")
+        except OSError as e:
+            raise _output_error(self.path, e) from None
 
     def close(self) -> None:
         self._f.close()

@@ -17,13 +17,18 @@ capture *stage* wraps it in a reader thread chosen by the source's kind (``open_
   newest frame; a frame replaced before the pipeline took it is dropped and counted, so
   latency stays bounded when inference is slower than the camera.
 
-Network streams open through :meth:`CaptureSource.open` (also used to re-open), so reconnect
-with backoff (issue 7) is a loop around it in ``read``; ``reconnects`` is already reported.
+Cameras and network streams survive outages: :class:`CaptureSource` reads through a
+:class:`~drivesegrt.stream.Reconnector`, which reopens with backoff when frames stop and gives
+up after ``reconnect_timeout`` seconds (then the source ends like a file, and the run finalizes).
+A frame size change mid-stream is logged; frames keep their own size (sinks decide: the
+overlay video keeps its first size, masks follow the frame). OpenCV's FFmpeg backend already
+scales a stream that switches resolution to its first size, so streams rarely show one.
 """
 from __future__ import annotations
 
 import glob
 import math
+import os
 import queue
 import sys
 import threading
@@ -36,6 +41,7 @@ import cv2
 import numpy as np
 
 from .frame import Frame
+from .stream import Backoff, Reconnector
 from .timing import now
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -55,6 +61,8 @@ class Source(ABC):
     def __init__(self, spec: str):
         self.spec = spec
         self.frames_read = 0
+        self.size_changes = 0
+        self._last_shape: tuple[int, ...] | None = None
 
     @abstractmethod
     def _next(self) -> np.ndarray | None:
@@ -67,13 +75,27 @@ class Source(ABC):
         if image is None:
             return None
         t1 = now()
+        if image.shape != self._last_shape:
+            if self._last_shape is not None and self.kind != "images":   # folders: sizes vary
+                self._size_changed(self._last_shape, image.shape)
+            self._last_shape = image.shape
         frame = Frame(index=self.frames_read, image=image, t_capture=t1, stem=self._stem())
         frame.stages_ms["capture"] = (t1 - t0) * 1e3
         self.frames_read += 1
         return frame
 
+    def _size_changed(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+        self.size_changes += 1
+        print(f"drivesegrt: warning: {self.spec}: frame size changed from {old[1]}x{old[0]} to "
+              f"{new[1]}x{new[0]} at frame {self.frames_read} (overlay video keeps "
+              f"{self.size[0]}x{self.size[1]}; masks follow the source)", file=sys.stderr)
+
     def _stem(self) -> str | None:
         return None
+
+    def interrupt(self) -> None:
+        """Wake a ``read`` blocked in a wait of ours (reconnect backoff) so the capture thread
+        can stop; it then returns None. Called from another thread."""
 
     def close(self) -> None:
         pass
@@ -81,6 +103,17 @@ class Source(ABC):
     def describe(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "live": self.live, "fps": round(self.fps, 3),
                 "width": self.size[0], "height": self.size[1]}
+
+
+def quiet_decoder_logs() -> None:
+    """Silence FFmpeg's and OpenCV's own log lines (the CLI does, unless --verbose).
+
+    A stream that is down makes FFmpeg print "Connection refused" and OpenCV a warning, on
+    every reconnect attempt; our messages already say it once, in one line. Only FFmpeg's
+    fatal messages stay. OpenCV reads OPENCV_FFMPEG_LOGLEVEL when it first uses FFmpeg, so
+    this must run before the first capture opens; a value the user set is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")           # AV_LOG_FATAL
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def _fps_or(value: float, default: float = 30.0) -> float:
@@ -159,52 +192,75 @@ class ImageSource(Source):
 
 
 class CaptureSource(Source):
-    """Camera (index or /dev/videoN) or network stream through OpenCV/FFmpeg. Live."""
+    """Camera (index or /dev/videoN) or network stream through OpenCV/FFmpeg. Live.
+
+    It must open and deliver a first frame now (else ValueError: bad input). Later failures
+    are outages: the :class:`Reconnector` reopens with ``backoff`` and ends the stream after
+    ``reconnect_timeout`` seconds away (None: keeps trying until the run is stopped)."""
 
     live = True
     OPEN_TIMEOUT_MS = 10000
     READ_TIMEOUT_MS = 10000
 
-    def __init__(self, spec: str, kind: str):
+    def __init__(self, spec: str, kind: str, reconnect_timeout: float | None = None,
+                 backoff: Backoff = Backoff()):
         super().__init__(spec)
         self.kind = kind
-        self._cap: cv2.VideoCapture | None = None
-        self.open()
-        ok, first = self._cap.read()
+        cap = self.open()
+        ok, first = cap.read()
         if not ok or first is None:
-            self._cap.release()
+            cap.release()
             raise ValueError(f"{self._what()} {spec} opened but delivers no frames")
         self._first: np.ndarray | None = first
         self.size = (first.shape[1], first.shape[0])
-        self.fps = _fps_or(self._cap.get(cv2.CAP_PROP_FPS))
+        self.fps = _fps_or(cap.get(cv2.CAP_PROP_FPS))
+        self._stream = Reconnector(self.open, f"{self._what()} {spec}", reconnect_timeout,
+                                   backoff, cap=cap)
 
     def _what(self) -> str:
         return "camera" if self.kind == "camera" else "stream"
 
-    def open(self) -> None:
-        """(Re)open the device or URL; ValueError when it does not open."""
-        if self._cap is not None:
-            self._cap.release()
+    def open(self) -> cv2.VideoCapture:
+        """A new capture of the device or URL; ValueError when it does not open."""
         if self.kind == "camera":
             target = int(self.spec) if self.spec.isdigit() else self.spec
-            self._cap = cv2.VideoCapture(target)
+            cap = cv2.VideoCapture(target)
         else:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.OPEN_TIMEOUT_MS,
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.READ_TIMEOUT_MS]
-            self._cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
-        if not self._cap.isOpened():
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
             raise ValueError(f"{self._what()} {self.spec} does not open")
+        return cap
 
     def _next(self):
         if self._first is not None:
             image, self._first = self._first, None
             return image
-        ok, image = self._cap.read()
-        return image if ok else None     # issue 7: reopen with backoff here, count reconnects
+        return self._stream.read()
+
+    @property
+    def reconnects(self) -> int:
+        return self._stream.reconnects
+
+    @property
+    def outage_s(self) -> float:
+        return self._stream.outage_s
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the stream ended on its own (reconnect timeout), else None."""
+        return self._stream.gave_up
+
+    def interrupt(self) -> None:
+        self._stream.cancel()
 
     def close(self):
-        if self._cap is not None:
-            self._cap.release()
+        self._stream.close()
+
+    def describe(self) -> dict:
+        return {**super().describe(), **self._stream.describe()}
 
 
 class SyntheticSource(Source):
@@ -318,8 +374,10 @@ def _image_paths(spec: str) -> list[Path] | None:
     return None
 
 
-def open_source(spec: str) -> Source:
-    """The Source named by ``spec`` (see the module docstring); errors name the spec."""
+def open_source(spec: str, reconnect_timeout: float | None = None,
+                backoff: Backoff = Backoff()) -> Source:
+    """The Source named by ``spec`` (see the module docstring); errors name the spec.
+    reconnect_timeout/backoff: outage handling of cameras and streams (CaptureSource)."""
     spec = str(spec).strip()
     if not spec:
         raise ValueError("empty --source")
@@ -328,15 +386,15 @@ def open_source(spec: str) -> Source:
     if spec.isdigit() or spec.startswith("/dev/video"):
         if spec.startswith("/dev/") and not Path(spec).exists():
             raise ValueError(f"camera {spec} does not open (no such device)")
-        return CaptureSource(spec, "camera")
+        return CaptureSource(spec, "camera", reconnect_timeout, backoff)
     scheme = urlsplit(spec).scheme.lower()
     if "://" in spec:
         if scheme == "file":
-            return open_source(urlsplit(spec).path)
+            return open_source(urlsplit(spec).path, reconnect_timeout, backoff)
         if scheme not in STREAM_SCHEMES:
             raise ValueError(f"unsupported stream scheme {scheme!r}; allowed: "
                              f"{', '.join(STREAM_SCHEMES)}")
-        return CaptureSource(spec, "stream")
+        return CaptureSource(spec, "stream", reconnect_timeout, backoff)
     paths = _image_paths(spec)
     if paths is not None:
         return ImageSource(spec, paths)
@@ -366,8 +424,13 @@ class _CaptureStage:
     def _run(self):
         raise NotImplementedError
 
+    def depth(self) -> int:
+        """Frames captured and waiting for the infer stage."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         self._stop.set()
+        self.source.interrupt()
 
 
 class Prefetch(_CaptureStage):
@@ -416,6 +479,9 @@ class Prefetch(_CaptureStage):
     def read(self) -> Frame | None:
         return self._q.get()
 
+    def depth(self) -> int:
+        return self._q.qsize()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -463,8 +529,11 @@ class LatestFrame(_CaptureStage):
                 self._delivered += 1
             return frame
 
+    def depth(self) -> int:
+        return int(self._latest is not None)
+
     def stop(self) -> None:
-        self._stop.set()
+        super().stop()
         with self._cond:
             self._cond.notify_all()
 

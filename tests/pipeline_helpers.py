@@ -5,12 +5,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
 import torch
 
 from drivesegrt.checkpoint import save_checkpoint
+from drivesegrt.engines import Engine
 from drivesegrt.labels import CAMVID11
 from drivesegrt.meta import ModelMeta
 from drivesegrt.models import TINY_KWARGS, build_model
@@ -27,6 +29,32 @@ def make_tiny_checkpoint(path: Path, input_size=(360, 480), seed: int = 0) -> Pa
                                    input_size=tuple(input_size))
     save_checkpoint(path, model, meta)
     return path
+
+
+class SlowEngine(Engine):
+    """Wraps a real engine: sleeps ``delay_s`` before each inference (an engine slower than
+    the camera) and raises on call ``fail_at`` only, or on every call from ``fail_from`` on."""
+
+    def __init__(self, inner: Engine, delay_s: float = 0.0, fail_at: int | None = None,
+                 fail_from: int | None = None):
+        self.inner, self.delay_s, self.calls = inner, delay_s, 0
+        self.fail_at, self.fail_from = fail_at, fail_from
+
+    @classmethod
+    def load(cls, path, device="cpu", **options):
+        raise NotImplementedError("wraps an engine that is already loaded")
+
+    @property
+    def spec(self):
+        return self.inner.spec
+
+    def infer(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_at or (self.fail_from is not None
+                                          and self.calls >= self.fail_from):
+            raise RuntimeError("engine exploded")
+        time.sleep(self.delay_s)
+        return self.inner.infer(batch)
 
 
 def run_cli(*args: str, timeout: float = 300, **popen) -> subprocess.CompletedProcess:

@@ -8,36 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from drivesegrt.engines import Engine, load_engine
-from drivesegrt.pipeline import Pipeline
+from drivesegrt.engines import load_engine
+from drivesegrt.pipeline import InferenceError, Pipeline
 from drivesegrt.segmenter import Segmenter
 from drivesegrt.sinks import JsonlSink, VideoSink
 from drivesegrt.sources import open_source
 from drivesegrt.visualize import Overlay
 
-from pipeline_helpers import make_tiny_checkpoint, read_jsonl, video_info
-
-
-class SlowEngine(Engine):
-    """Wraps a real engine and sleeps before each inference (an engine slower than the camera)."""
-
-    def __init__(self, inner: Engine, delay_s: float = 0.0, fail_at: int | None = None):
-        self.inner, self.delay_s, self.fail_at, self.calls = inner, delay_s, fail_at, 0
-
-    @classmethod
-    def load(cls, path, device="cpu", **options):
-        raise NotImplementedError
-
-    @property
-    def spec(self):
-        return self.inner.spec
-
-    def infer(self, batch):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise RuntimeError("engine exploded")
-        time.sleep(self.delay_s)
-        return self.inner.infer(batch)
+from pipeline_helpers import SlowEngine, make_tiny_checkpoint, read_jsonl, video_info
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +60,26 @@ def test_live_source_drops_stale_frames_and_bounds_age(engine):
     assert max(stats.latency_ms) < 4 * delay * 1000
 
 
-def test_engine_error_does_not_hang_and_finalizes_video(engine, tmp_path):
+def test_engine_error_on_one_frame_is_counted_and_the_run_goes_on(engine, tmp_path, capsys):
     video = VideoSink(tmp_path / "o.mp4", (160, 120), 10.0)
-    p = build(SlowEngine(engine, fail_at=6), "synthetic:?w=160&h=120&frames=40", [video],
-              queue_size=2)
-    done = threading.Event()
-    with pytest.raises(RuntimeError, match="engine exploded"):
-        try:
-            p.run()
-        finally:
-            done.set()
-    assert p.stats.frames_out == 5
+    p = build(SlowEngine(engine, fail_at=6), "synthetic:?w=160&h=120&frames=20", [video],
+              JsonlSink(tmp_path / "f.jsonl"), queue_size=2)
+    stats = p.run()
+    assert (stats.frames_in, stats.frames_out, stats.frames_failed) == (20, 19, 1)
+    assert p.summary()["frames_failed"] == 1
+    assert [r["index"] for r in read_jsonl(tmp_path / "f.jsonl")] == [i for i in range(20) if i != 5]
+    assert video_info(tmp_path / "o.mp4") == (19, 160, 120)
+    err = capsys.readouterr().err
+    assert "frame 5: inference failed (RuntimeError: engine exploded); frame skipped" in err
+
+
+def test_engine_failing_every_frame_aborts_and_finalizes_video(engine, tmp_path):
+    video = VideoSink(tmp_path / "o.mp4", (160, 120), 10.0)
+    p = build(SlowEngine(engine, fail_from=6), "synthetic:?w=160&h=120&frames=40", [video],
+              queue_size=2, max_consecutive_failures=3)
+    with pytest.raises(InferenceError, match="engine exploded.*3 frames in a row failed"):
+        p.run()
+    assert (p.stats.frames_out, p.stats.frames_failed) == (5, 3)
     assert video_info(tmp_path / "o.mp4") == (5, 160, 120)
     assert not [t for t in threading.enumerate() if t.name in ("infer", "publish", "capture")
                 and t.is_alive()]

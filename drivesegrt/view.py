@@ -1,0 +1,298 @@
+"""Live browser view: a sink serving the overlay as MJPEG and the run's stats as JSON.
+
+    drivesegrt run --source rtsp://cam/1 --view http://127.0.0.1:8080
+    # open http://127.0.0.1:8080/ in a browser
+
+    /             a page: the live overlay and stats (FPS, per-stage ms, dropped, reconnects),
+                  refreshed about once a second
+    /stream.mjpg  multipart/x-mixed-replace JPEG stream of the newest overlay
+    /stats.json   the numbers behind the page
+
+The view must never slow the pipeline: ``write`` only keeps a reference to the newest overlay
+(no copy, no encode). A separate encoder thread JPEG-encodes the newest frame at most
+``max_fps`` times a second and only while a client watches; every client thread sends the
+newest JPEG when it can, so a slow browser skips frames instead of queueing them. Binds to
+127.0.0.1 unless another host is given; port 0 picks a free port (``url`` has the real one).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from .frame import STAGES, Frame
+from .sinks import Sink
+from .timing import RateMeter, now
+
+BOUNDARY = "drivesegrt-frame"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``http://HOST:PORT``, ``HOST:PORT`` or ``PORT`` -> (host, port); host defaults to
+    127.0.0.1. ValueError naming the address when it is not one of those."""
+    text = str(address).strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or port is None or parts.path not in ("", "/"):
+        raise ValueError(f"--view {address!r}: expected http://HOST:PORT (e.g. "
+                         f"http://127.0.0.1:8080; port 0 = any free port)")
+    return parts.hostname or "127.0.0.1", port
+
+
+class ViewSink(Sink):
+    """Serves the live overlay and stats over HTTP (see the module docstring).
+
+    address: where to listen. counters: optional callable returning the run's live counters
+    (``frames_in``, ``frames_dropped``, ``frames_failed``, ``reconnects``, ...), merged into
+    /stats.json; set later with :meth:`set_counters` when the pipeline exists after the sinks.
+    """
+
+    name = "view"
+
+    def __init__(self, address: str = "http://127.0.0.1:8080", max_fps: float = 15.0,
+                 quality: int = 80, counters: Callable[[], dict] | None = None):
+        host, port = parse_address(address)
+        if max_fps <= 0 or not 1 <= quality <= 100:
+            raise ValueError(f"view: need max_fps > 0 and quality 1..100, got {max_fps}, {quality}")
+        self.max_fps, self.quality = float(max_fps), int(quality)
+        self._counters = counters
+        self._lock = threading.Condition()
+        self._closed = threading.Event()
+        self._wake = threading.Event()
+        self._latest: tuple[int, np.ndarray] | None = None    # (frame index, overlay), by ref
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._clients = 0
+        self.clients_served = 0
+        self.jpegs_encoded = 0
+        self._rate = RateMeter(30)
+        self._fps, self._t_last = 0.0, 0.0
+        self._stages: dict[str, deque] = {k: deque(maxlen=30) for k in STAGES}
+        self._ages: deque = deque(maxlen=30)
+        self._frames_out = 0
+        self._size = (0, 0)
+        self._t_start = now()
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as e:
+            raise ValueError(f"--view: cannot listen on {host}:{port} "
+                             f"({e.strerror or e})") from None
+        self._server.daemon_threads = True
+        self.host, self.port = host, self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}/"
+        self._threads = [threading.Thread(target=self._server.serve_forever, name="view-http",
+                                          kwargs={"poll_interval": 0.2}, daemon=True),
+                         threading.Thread(target=self._encode_loop, name="view-encode",
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def set_counters(self, counters: Callable[[], dict]) -> None:
+        self._counters = counters
+
+    # -- the publish thread's side: keep a reference, nothing else --------------------------
+    def write(self, frame: Frame) -> None:
+        t = now()
+        with self._lock:
+            self._latest = (frame.index, frame.overlay)
+            self._frames_out += 1
+            self._size = frame.size
+            self._fps, self._t_last = self._rate.tick(t), t
+            for k, v in frame.stages_ms.items():
+                if k in self._stages:
+                    self._stages[k].append(v)
+            self._ages.append((t - frame.t_capture) * 1e3)
+        if self._clients:
+            self._wake.set()
+
+    # -- encoder thread ----------------------------------------------------------------------
+    def _encode_loop(self) -> None:
+        period = 1.0 / self.max_fps
+        encoded_index = None
+        while not self._closed.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            with self._lock:
+                latest = self._latest
+            if not self._clients or latest is None or latest[0] == encoded_index:
+                continue
+            t0 = now()
+            ok, buf = cv2.imencode(".jpg", latest[1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            if ok:
+                with self._lock:
+                    self._jpeg, self._jpeg_seq = buf.tobytes(), self._jpeg_seq + 1
+                    self.jpegs_encoded += 1
+                    self._lock.notify_all()
+            encoded_index = latest[0]
+            # Rate cap: the next encode starts no sooner than one period after this one.
+            self._closed.wait(max(0.0, period - (now() - t0)))
+            self._wake.set()       # a newer frame may have arrived meanwhile
+
+    def next_jpeg(self, after_seq: int, timeout: float = 1.0) -> tuple[bytes | None, int]:
+        """The newest JPEG newer than ``after_seq`` (waits up to ``timeout``): (jpeg, seq),
+        or (None, after_seq) on timeout/close."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._jpeg_seq > after_seq or self._closed.is_set(),
+                                       timeout) or self._closed.is_set():
+                return None, after_seq
+            return self._jpeg, self._jpeg_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def client_joined(self) -> None:
+        with self._lock:
+            self._clients += 1
+            self.clients_served += 1
+        self._wake.set()
+
+    def client_left(self) -> None:
+        with self._lock:
+            self._clients -= 1
+
+    # -- stats -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """/stats.json: rates and recent per-stage medians, plus the pipeline's counters."""
+        with self._lock:
+            stages = {k: round(float(np.median(v)), 2) for k, v in self._stages.items() if v}
+            ages = list(self._ages)
+            stalled = now() - self._t_last > 2.0        # e.g. during a stream outage
+            out = {"frames_out": self._frames_out, "fps": 0.0 if stalled else round(self._fps, 2),
+                   "width": self._size[0], "height": self._size[1],
+                   "stages_ms": stages,
+                   "frame_age_ms": round(float(np.median(ages)), 1) if ages else None,
+                   "viewers": self._clients, "jpegs_encoded": self.jpegs_encoded,
+                   "uptime_s": round(now() - self._t_start, 1)}
+        if self._counters is not None:
+            out.update(self._counters())
+        return out
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._wake.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def describe(self) -> dict:
+        return {"path": None, "url": self.url, "clients_served": self.clients_served,
+                "jpegs_encoded": self.jpegs_encoded}
+
+
+def _handler_for(view: ViewSink):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "drivesegrt-view"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):   # quiet: the run's own output is on the terminal
+            pass
+
+        def do_GET(self):
+            path = urlsplit(self.path).path
+            if path in ("/", "/index.html"):
+                self._send(PAGE.encode(), "text/html; charset=utf-8")
+            elif path == "/stats.json":
+                self._send(json.dumps(view.stats()).encode(), "application/json")
+            elif path == "/stream.mjpg":
+                self._stream()
+            else:
+                self.send_error(HTTPStatus.NOT_FOUND)
+
+        def _send(self, body: bytes, ctype: str) -> None:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _stream(self) -> None:
+            self.close_connection = True
+            self.connection.settimeout(10)       # a stalled browser frees its thread
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            view.client_joined()
+            try:
+                seq = 0
+                while not view.closed:
+                    jpeg, seq = view.next_jpeg(seq)
+                    if jpeg is None:
+                        continue
+                    self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                                     f"Content-Length: {len(jpeg)}\r\n\r\n".encode())
+                    self.wfile.write(jpeg)
+                    self.wfile.write(b"\r\n")
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+                pass                               # the browser went away
+            finally:
+                view.client_left()
+
+    return Handler
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>drivesegrt live</title>
+<style>
+ body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif; }
+ main { display: flex; gap: 16px; padding: 12px; align-items: flex-start; }
+ img { width: min(72vw, 1280px); height: auto; border: 1px solid #333; background: #000; }
+ table { border-collapse: collapse; min-width: 220px; }
+ td { padding: 2px 8px; border-bottom: 1px solid #2a2a2a; }
+ td.v { text-align: right; font-variant-numeric: tabular-nums; color: #fff; }
+ h1 { font-size: 16px; margin: 0 0 8px; }
+ #status { color: #8c8; }
+</style></head>
+<body><main>
+ <img id="live" src="/stream.mjpg" alt="live overlay">
+ <div><h1>drivesegrt live <span id="status">connecting</span></h1>
+ <table id="stats"><tbody></tbody></table></div>
+</main>
+<script>
+const ROWS = [["fps", "FPS"], ["frames_out", "published"], ["frames_in", "captured"],
+              ["frames_dropped", "dropped"], ["frames_failed", "failed"],
+              ["reconnects", "reconnects"], ["frame_age_ms", "frame age ms"],
+              ["viewers", "viewers"]];
+function row(name, value) {
+  return "<tr><td>" + name + "</td><td class=v>" + (value === undefined || value === null
+         ? "-" : value) + "</td></tr>";
+}
+async function refresh() {
+  try {
+    const r = await fetch("/stats.json", {cache: "no-store"});
+    const s = await r.json();
+    let html = ROWS.map(([k, label]) => row(label, s[k])).join("");
+    for (const [stage, ms] of Object.entries(s.stages_ms || {}))
+      html += row(stage + " ms", ms.toFixed(1));
+    document.querySelector("#stats tbody").innerHTML = html;
+    document.getElementById("status").textContent = "live";
+  } catch (e) {
+    document.getElementById("status").textContent = "disconnected";
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script></body></html>
+"""
