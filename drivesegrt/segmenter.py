@@ -6,6 +6,9 @@ the model (input size, mean/std, classes, palette, input/output format) comes fr
 """
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from .engines.base import Engine
@@ -70,6 +73,9 @@ class Segmenter:
                  "postprocess": ms_since(t2)}
         return labels, times
 
+    def close(self) -> None:
+        """Release what this Segmenter owns (nothing on the CPU; see CudaSegmenter)."""
+
     def warmup(self, runs: int = 2) -> None:
         """Run on a blank frame to warm the engine up and check that its output agrees with
         the model's metadata (class count, shape); ValueError naming the mismatch if not."""
@@ -98,3 +104,53 @@ class Segmenter:
         if shape[1] != n:
             raise ValueError(f"model outputs {shape[1]} classes but its metadata names {n} "
                              f"({', '.join(self.meta.class_names[:4])}, ...)")
+
+
+def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
+                   remap: str | None = None, input_size: tuple[int, int] | None = None,
+                   overlay_alpha: float | None = None) -> Segmenter:
+    """The Segmenter for the engine's device: :class:`CudaSegmenter` (pre/postprocess and the
+    overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA,
+    else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish stage blends)."""
+    if engine.spec.device.startswith("cuda"):
+        from .cuda_segmenter import CudaSegmenter
+
+        return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
+                             overlay_alpha=overlay_alpha)
+    return Segmenter(engine, filter_mode, resize, remap, input_size)
+
+
+def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0) -> Iterator:
+    """Yield each Frame of ``frames`` in order with ``labels`` and ``stages_ms`` filled in, and
+    ``overlay`` when the segmenter blends on the device (CudaSegmenter), else left None.
+
+    lookahead: frames submitted before the oldest one is collected (segmenters with
+    ``submit``; capped at their ``slots - 1``). 1 lets frame N+1 upload and preprocess while N
+    is inferred; use 0 for live sources, where waiting for the next frame adds latency.
+    """
+    submit = getattr(segmenter, "submit", None)
+    lookahead = min(lookahead, getattr(segmenter, "slots", 1) - 1)
+    if submit is None:
+        for frame in frames:
+            frame.labels, times = segmenter(frame.image)
+            frame.stages_ms.update(times)
+            yield frame
+        return
+    pending: deque = deque()
+
+    def finish():
+        frame, job = pending.popleft()
+        frame.labels, frame.overlay, times = job.result()
+        frame.stages_ms.update(times)
+        return frame
+
+    try:
+        for frame in frames:
+            pending.append((frame, submit(frame.image)))
+            if len(pending) > lookahead:
+                yield finish()
+        while pending:
+            yield finish()
+    finally:
+        while pending:               # the consumer stopped early: free the segmenter's slots
+            pending.popleft()[1].result()
