@@ -20,7 +20,8 @@ frame's buffers, all allocated on the first frame of a size and reused: submitti
 before collecting frame N (``segmenter.segment_frames`` does, for recorded sources) lets N+1's
 upload and preprocess run while N is inferred. ``result`` waits on that frame's download event
 only. Stage times are CUDA-event times (``timing.StageTimer``); ``preprocess`` also includes the
-host memcpy into pinned memory, ``postprocess`` runs until the download has finished.
+host memcpy into pinned memory, ``postprocess`` runs until the download has finished (so it
+includes the overlay blend; the publish stage's ``overlay`` time then covers legend and HUD).
 
 Everything is torch ops, so with an engine on the CPU it runs on CPU tensors (no streams, no
 pinned memory, host clocks): that is how tests check it against the CPU Segmenter without a GPU.

@@ -110,14 +110,21 @@ def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "s
                    remap: str | None = None, input_size: tuple[int, int] | None = None,
                    overlay_alpha: float | None = None) -> Segmenter:
     """The Segmenter for the engine's device: :class:`CudaSegmenter` (pre/postprocess and the
-    overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA,
-    else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish stage blends)."""
-    if engine.spec.device.startswith("cuda"):
+    overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA and
+    torch can use it, else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish
+    stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy)."""
+    if engine.spec.device.startswith("cuda") and _torch_has_cuda():
         from .cuda_segmenter import CudaSegmenter
 
         return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
                              overlay_alpha=overlay_alpha)
     return Segmenter(engine, filter_mode, resize, remap, input_size)
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0) -> Iterator:
