@@ -401,7 +401,9 @@ def test_ort_cuda_io_binding(tmp_path):
         out2 = eng.infer(xt)
     stream.synchronize()
     assert out.is_cuda and out2.data_ptr() == ptr
-    np.testing.assert_allclose(out2.cpu().numpy(), ref, rtol=1e-3, atol=1e-3)
+    got = out2.cpu().numpy()                             # TF32 convolutions: loose values
+    np.testing.assert_allclose(got, ref, rtol=2e-2, atol=2e-2)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
     eng.close()
 
 
