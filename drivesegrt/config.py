@@ -150,6 +150,8 @@ class ModelConfig:
     device: str = "cpu"                # cpu | cuda | cuda:N
     input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size
     threads: int = 0                   # torch intra-op threads; 0 = torch's default
+    fp16: bool = True                  # CUDA, torch backend: fp16 (channels_last always)
+    cuda_graphs: bool = False          # CUDA, torch backend: replay a captured CUDA graph
 
     def validate(self):
         _require(self.input_size is None or min(self.input_size) >= 8, "model.input_size",

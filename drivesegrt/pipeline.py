@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .frame import STAGES, Frame
-from .segmenter import Segmenter
+from .segmenter import Segmenter, segment_frames
 from .sinks import JsonlSink, Sink
 from .sources import Source, open_reader
 from .timing import RateMeter, StageStats, ms_since, now, percentiles
@@ -127,18 +127,17 @@ class Pipeline:
     def _infer_loop(self, out_q: queue.Queue) -> None:
         failed_in_a_row = 0
         try:
-            while not self._abort.is_set():
-                frame = self._reader.read()
-                if frame is None:
+            # CUDA: recorded sources queue one frame ahead (upload overlaps inference).
+            lookahead = 0 if getattr(self.source, "live", True) else 1
+            frames = iter(self._reader.read, None)
+            for frame, error in segment_frames(self.segmenter, frames, lookahead):
+                if self._abort.is_set():
                     break
-                try:
-                    frame.labels, times = self.segmenter(frame.image)
-                except Exception as e:
+                if error is not None:
                     failed_in_a_row += 1
-                    self._frame_failed(frame, e, failed_in_a_row)
+                    self._frame_failed(frame, error, failed_in_a_row)
                     continue
                 failed_in_a_row = 0
-                frame.stages_ms.update(times)
                 if not self._put(out_q, frame):
                     break
         except BaseException as e:
@@ -165,7 +164,7 @@ class Pipeline:
                 if frame is _END:
                     break
                 t0 = now()
-                frame.overlay = self.overlay(frame.image, frame.labels, hud)
+                frame.overlay = self.overlay(frame.image, frame.labels, hud, frame.overlay)
                 t1 = now()
                 frame.stages_ms["overlay"] = (t1 - t0) * 1e3
                 for sink in self.sinks:

@@ -84,19 +84,23 @@ def prepare_output(output: str | None) -> Path:
 
 
 def load_segmenter(cfg: RunConfig):
+    from .cuda_segmenter import cuda_engine_options
     from .engines import load_engine
-    from .segmenter import Segmenter
+    from .segmenter import make_segmenter
 
     path = Path(cfg.model.path) if cfg.model.path else BUNDLED_MODEL
     if cfg.model.threads:
         import torch
         torch.set_num_threads(cfg.model.threads)
+    m = cfg.model
+    options = cuda_engine_options(m.backend, m.fp16, m.cuda_graphs) \
+        if m.device.startswith("cuda") else {}
     try:
-        engine = load_engine(cfg.model.backend, str(path), device=cfg.model.device)
+        engine = load_engine(m.backend, str(path), device=m.device, **options)
     except ImportError as e:
         raise ValueError(f"backend {cfg.model.backend!r} is not available here ({e})") from None
-    seg = Segmenter(engine, cfg.postprocess.filter, cfg.preprocess.resize, cfg.postprocess.remap,
-                    cfg.model.input_size)
+    seg = make_segmenter(engine, cfg.postprocess.filter, cfg.preprocess.resize,
+                         cfg.postprocess.remap, cfg.model.input_size, cfg.overlay.alpha)
     seg.warmup()
     return seg, path
 
@@ -197,6 +201,7 @@ def main(args) -> int:
                        "source": source.describe(),
                        "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
                                  "device": seg.engine.spec.device, "arch": seg.meta.arch,
+                                 "precision": seg.engine.spec.precision,
                                  "input_size": list(seg.input_size),
                                  "classes": list(seg.class_names),
                                  "filter": seg.filter_mode, "resize": seg.resize},
@@ -217,6 +222,7 @@ def main(args) -> int:
     finally:
         source.close()
         if seg is not None:
+            seg.close()
             seg.engine.close()
     return 130 if sig.signum is not None else 0
 

@@ -6,6 +6,9 @@ the model (input size, mean/std, classes, palette, input/output format) comes fr
 """
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from .engines.base import Engine
@@ -70,6 +73,9 @@ class Segmenter:
                  "postprocess": ms_since(t2)}
         return labels, times
 
+    def close(self) -> None:
+        """Release what this Segmenter owns (nothing on the CPU; see CudaSegmenter)."""
+
     def warmup(self, runs: int = 2) -> None:
         """Run on a blank frame to warm the engine up and check that its output agrees with
         the model's metadata (class count, shape); ValueError naming the mismatch if not."""
@@ -98,3 +104,76 @@ class Segmenter:
         if shape[1] != n:
             raise ValueError(f"model outputs {shape[1]} classes but its metadata names {n} "
                              f"({', '.join(self.meta.class_names[:4])}, ...)")
+
+
+def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
+                   remap: str | None = None, input_size: tuple[int, int] | None = None,
+                   overlay_alpha: float | None = None) -> Segmenter:
+    """The Segmenter for the engine's device: :class:`CudaSegmenter` (pre/postprocess and the
+    overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA and
+    torch can use it, else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish
+    stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy)."""
+    if engine.spec.device.startswith("cuda") and _torch_has_cuda():
+        from .cuda_segmenter import CudaSegmenter
+
+        return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
+                             overlay_alpha=overlay_alpha)
+    return Segmenter(engine, filter_mode, resize, remap, input_size)
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0) -> Iterator:
+    """Yield ``(frame, error)`` for each Frame of ``frames``, in order: ``labels`` and
+    ``stages_ms`` filled in, and ``overlay`` when the segmenter blends on the device
+    (CudaSegmenter), else left None. A frame the segmenter fails on comes with the exception
+    (``error``, labels left None), so the caller can count it and go on.
+
+    lookahead: frames submitted before the oldest one is collected (segmenters with
+    ``submit``; capped at their ``slots - 1``). 1 lets frame N+1 upload and preprocess while N
+    is inferred; use 0 for live sources, where waiting for the next frame adds latency.
+    """
+    submit = getattr(segmenter, "submit", None)
+    lookahead = min(lookahead, getattr(segmenter, "slots", 1) - 1)
+    if submit is None:
+        for frame in frames:
+            try:
+                frame.labels, times = segmenter(frame.image)
+            except Exception as e:  # one bad frame must not end the stream
+                yield frame, e
+                continue
+            frame.stages_ms.update(times)
+            yield frame, None
+        return
+    pending: deque = deque()
+
+    def finish():
+        frame, job = pending.popleft()
+        try:
+            frame.labels, frame.overlay, times = job.result()
+        except Exception as e:
+            return frame, e
+        frame.stages_ms.update(times)
+        return frame, None
+
+    try:
+        for frame in frames:
+            try:
+                job = submit(frame.image)
+            except Exception as e:
+                while pending:          # keep frame order: collect the earlier ones first
+                    yield finish()
+                yield frame, e
+                continue
+            pending.append((frame, job))
+            if len(pending) > lookahead:
+                yield finish()
+        while pending:
+            yield finish()
+    finally:
+        while pending:               # the consumer stopped early: free the segmenter's slots
+            finish()

@@ -38,13 +38,18 @@ class Overlay:
         self._legend: dict[int, np.ndarray] = {}          # frame height -> rendered legend
 
     def __call__(self, frame: np.ndarray, labels: np.ndarray,
-                 hud: dict | None = None) -> np.ndarray:
+                 hud: dict | None = None, blended: np.ndarray | None = None) -> np.ndarray:
         """frame (H,W,3) uint8 BGR, labels (H,W) uint8 -> new (H,W,3) uint8 BGR overlay.
 
         hud: optional {"fps": float, "stages_ms": {stage: ms}} drawn at the bottom.
+        blended: the palette blend already made (on the GPU, by CudaSegmenter); only the
+        legend and HUD are drawn on it (in place).
         """
-        color = colorize(labels, self._lut3)
-        out = cv2.addWeighted(frame, 1.0 - self.alpha, color, self.alpha, 0.0, dst=color)
+        if blended is not None:
+            out = blended
+        else:
+            color = colorize(labels, self._lut3)
+            out = cv2.addWeighted(frame, 1.0 - self.alpha, color, self.alpha, 0.0, dst=color)
         if self.show_legend:
             self._paste_legend(out)
         if self.show_hud and hud is not None:

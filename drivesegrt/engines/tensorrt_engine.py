@@ -99,6 +99,11 @@ class TensorRTEngine(Engine):
     def spec(self) -> EngineSpec:
         return self._spec
 
+    @property
+    def input_dtype(self):
+        """torch dtype of the engine's input binding (a tensor of it is copied unconverted)."""
+        return self._in_dtype
+
     def _prepare(self, shape: tuple[int, ...]) -> None:
         """(Re)allocate buffers for a new input shape; reused while the shape stays."""
         import torch
