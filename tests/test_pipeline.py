@@ -56,8 +56,10 @@ def test_live_source_drops_stale_frames_and_bounds_age(engine):
     assert stats.frames_out == 12
     assert stats.frames_dropped > 20
     assert stats.frames_in == stats.frames_out + stats.frames_dropped
-    # Without dropping, age would grow by ~(delay - 10 ms) per frame: ~0.8 s by frame 12.
-    assert max(stats.latency_ms) < 4 * delay * 1000
+    # Without dropping, age would grow by ~(delay - 10 ms) per frame: 0.4-0.8 s over frames
+    # 6..12. With dropping it stays near one inference; the slack covers a loaded 2-core box.
+    late = sorted(stats.latency_ms[-6:])
+    assert late[len(late) // 2] < 3 * delay * 1000 and late[-1] < 5 * delay * 1000
 
 
 def test_engine_error_on_one_frame_is_counted_and_the_run_goes_on(engine, tmp_path, capsys):
