@@ -146,7 +146,7 @@ def _require(ok: bool, key: str, msg: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     path: str = ""                     # "" = the bundled drivesegrt/weights/mobileseg_camvid.pt
-    backend: typing.Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    backend: typing.Literal["torch", "onnxruntime", "tensorrt"] = "onnxruntime"
     device: str = "cpu"                # cpu | cuda | cuda:N
     input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size
     threads: int = 0                   # torch intra-op threads; 0 = torch's default

@@ -21,6 +21,10 @@ def load_onnx(path: str | os.PathLike, load_external_data: bool = True) -> onnx.
     try:
         return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as e:  # protobuf raises DecodeError, onnx raises its own types
+        with open(path, "rb") as f:
+            if f.read(2) == b"PK":   # torch.save's zip container
+                raise ValueError(f"{path}: a PyTorch checkpoint, not ONNX; use --backend torch, "
+                                 f"or 'drivesegrt export' it to ONNX") from None
         raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
 

@@ -20,14 +20,21 @@ from pathlib import Path
 
 from .config import RunConfig, load_dataclass, to_dict
 
-BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "mobileseg_camvid.pt"
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+# The bundled CamVid model per backend: the checkpoint for torch; for ONNX Runtime/TensorRT its
+# export with normalization in the graph (uint8 frames in, logits out; tests/test_weights.py
+# checks that it matches the checkpoint).
+BUNDLED = {"torch": WEIGHTS / "mobileseg_camvid.pt",
+           "onnxruntime": WEIGHTS / "mobileseg_camvid.onnx",
+           "tensorrt": WEIGHTS / "mobileseg_camvid.onnx"}
 
 
 def add_arguments(p) -> None:
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
-    p.add_argument("--model", help=f"model file (default: bundled {BUNDLED_MODEL.name})")
-    p.add_argument("--backend", help="torch | onnxruntime | tensorrt (default: torch)")
+    p.add_argument("--model", help="model file (default: the bundled mobileseg_camvid .onnx for "
+                   "onnxruntime/tensorrt, .pt for torch)")
+    p.add_argument("--backend", help="torch | onnxruntime | tensorrt (default: onnxruntime)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
     p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
@@ -88,13 +95,15 @@ def load_segmenter(cfg: RunConfig):
     from .engines import load_engine
     from .segmenter import make_segmenter
 
-    path = Path(cfg.model.path) if cfg.model.path else BUNDLED_MODEL
+    path = Path(cfg.model.path) if cfg.model.path else BUNDLED[cfg.model.backend]
     if cfg.model.threads:
         import torch
         torch.set_num_threads(cfg.model.threads)
     m = cfg.model
     options = cuda_engine_options(m.backend, m.fp16, m.cuda_graphs) \
         if m.device.startswith("cuda") else {}
+    if m.backend == "onnxruntime" and m.threads:
+        options["intra_op_threads"] = m.threads
     try:
         engine = load_engine(m.backend, str(path), device=m.device, **options)
     except ImportError as e:

@@ -18,7 +18,7 @@ class LiveRun:
 
     def __init__(self, *args: str):
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-m", "drivesegrt", "run", *args], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "drivesegrt", "run", "--backend", "torch", *args], cwd=ROOT,
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.stderr_lines: list[str] = []

@@ -474,7 +474,7 @@ def test_run_cli_cuda_on_1080p_clip(shared_data, tmp_path, tiny_ckpt):
                     "-vf", "scale=1920:1080", "-c:v", "libx264", "-preset", "ultrafast",
                     str(clip)], check=True, timeout=120)
     out = tmp_path / "run"
-    r = run_cli("run", "--source", str(clip), "--model", str(tiny_ckpt), "--device", "cuda",
+    r = run_cli("run", "--backend", "torch", "--source", str(clip), "--model", str(tiny_ckpt), "--device", "cuda",
                 "--output", str(out), "--save-masks", "--max-frames", "30")
     assert r.returncode == 0, r.stderr
     s = read_summary(out)

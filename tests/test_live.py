@@ -68,7 +68,7 @@ def assert_accounted(s):
 
 def test_stream_is_segmented_live(server, tmp_path, model, config):
     out = tmp_path / "run"
-    r = run_cli("run", *run_args(model, config, server.url, out, "--max-frames", "30",
+    r = run_cli("run", "--backend", "torch", *run_args(model, config, server.url, out, "--max-frames", "30",
                                  "--save-masks", "--reconnect-timeout", "10"))
     assert r.returncode == 0, r.stderr
     s = read_summary(out)
@@ -141,7 +141,7 @@ def test_camera_that_stays_away_ends_the_run_cleanly(server, tmp_path, model, co
 
 def test_stream_that_does_not_open_is_one_line_exit_2(tmp_path, model):
     url = f"http://127.0.0.1:{free_port()}/live.ts"                 # nobody listens there
-    r = run_cli("run", "--source", url, "--model", str(model), "--output", str(tmp_path / "o"))
+    r = run_cli("run", "--backend", "torch", "--source", url, "--model", str(model), "--output", str(tmp_path / "o"))
     assert r.returncode == 2
     assert r.stderr.strip() == f"drivesegrt: error: stream {url} does not open"
 
@@ -215,7 +215,7 @@ def test_stream_that_switches_resolution(two_size_clip, tmp_path, model, config)
     run goes on through the switch to the end of the stream, outputs stay consistent."""
     out = tmp_path / "run"
     with ReplayServer(two_size_clip, free_port(), loop=False) as srv:
-        r = run_cli("run", *run_args(model, config, srv.url, out, "--save-masks",
+        r = run_cli("run", "--backend", "torch", *run_args(model, config, srv.url, out, "--save-masks",
                                      "--reconnect-timeout", "1"))
     assert r.returncode == 0, r.stderr
     s = read_summary(out)

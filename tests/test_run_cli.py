@@ -34,7 +34,7 @@ def config(tmp_path_factory):
 
 
 def run_inproc(capsys, *argv):
-    rc = cli.main(["run", *argv])
+    rc = cli.main(["run", "--backend", "torch", *argv])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -156,7 +156,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, model, case, match):
 
 
 def test_bad_input_real_process_no_traceback(tmp_path, model):
-    r = run_cli("run", "--source", str(tmp_path / "missing.mp4"), "--model", str(model),
+    r = run_cli("run", "--backend", "torch", "--source", str(tmp_path / "missing.mp4"), "--model", str(model),
                 "--output", str(tmp_path / "o"))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
@@ -181,7 +181,7 @@ def test_truncated_video_publishes_decodable_frames(shared_data, tmp_path, capsy
 def test_sigterm_drains_and_finalizes(shared_data, tmp_path, model, config):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drivesegrt", "run", "--source", str(HIGHWAY_CLIP), "--model",
+        [sys.executable, "-m", "drivesegrt", "run", "--backend", "torch", "--source", str(HIGHWAY_CLIP), "--model",
          str(model), "--config", str(config), "--output", str(out)],
         cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -109,7 +109,7 @@ def test_run_accepts_the_checkpoint_and_its_masks_score_like_eval(trained, tmp_p
     for img, _ in pairs:
         (source / img.name).symlink_to(img)
     run_dir = tmp_path / "run"
-    assert cli.main(["run", "--source", str(source), "--model", str(out / "best.pt"),
+    assert cli.main(["run", "--backend", "torch", "--source", str(source), "--model", str(out / "best.pt"),
                      "--output", str(run_dir), "--save-masks"]) == 0
     cm = 0
     for img, lab in pairs:

@@ -113,7 +113,7 @@ def test_view_port_in_use_is_a_one_line_error(tmp_path, capsys):
         port = busy.getsockname()[1]
         with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
             ViewSink(f"http://127.0.0.1:{port}")
-        rc = cli.main(["run", "--source", "synthetic:?frames=2", "--model",
+        rc = cli.main(["run", "--backend", "torch", "--source", "synthetic:?frames=2", "--model",
                        str(make_tiny_checkpoint(tmp_path / "m.pt", input_size=(96, 128))),
                        "--output", str(tmp_path / "o"), "--view", f"127.0.0.1:{port}"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -84,7 +84,7 @@ def main(args) -> int:
                                        peak, args.min_seconds)
 
     for backend in [b for b in args.pipeline_backends.split(",") if b]:
-        model_path = str(art.onnx()) if backend == "onnxruntime" else args.model
+        model_path = str(art.onnx(uint8_input=True)) if backend == "onnxruntime" else args.model
         print(f"end to end ({backend}) on {args.video} ...")
         summary = run_pipeline(args.video, model_path, backend, out / f"run_{backend}",
                                args.frames, args.run_arg)

@@ -45,19 +45,23 @@ class Artifacts:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calib_data = calib_data
-        self._onnx: Path | None = None
+        self._onnx: dict[str, Path] = {}
         self._int8: Path | None = None
 
-    def onnx(self) -> Path:
-        if self._onnx is None:
+    def onnx(self, uint8_input: bool = False) -> Path:
+        """fp32 export of the checkpoint: float NCHW input with dynamic H/W (engine-only rows),
+        or with normalization in the graph at the model's input size (``uint8_input``, what
+        the end-to-end onnxruntime run uses, like the bundled model)."""
+        key = "u8" if uint8_input else "float"
+        if key not in self._onnx:
             from ..checkpoint import load_model
             from ..export import export_onnx
 
             model, meta = load_model(self.checkpoint)
-            path = self.workdir / "model.onnx"
-            export_onnx(model, meta, path, dynamic_hw=True)
-            self._onnx = path
-        return self._onnx
+            path = self.workdir / f"model.{key}.onnx"
+            export_onnx(model, meta, path, dynamic_hw=not uint8_input, uint8_input=uint8_input)
+            self._onnx[key] = path
+        return self._onnx[key]
 
     def int8(self) -> Path:
         if self._int8 is None:

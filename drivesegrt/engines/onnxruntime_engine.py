@@ -45,12 +45,16 @@ class OnnxRuntimeEngine(Engine):
 
     @classmethod
     def load(cls, path: str, device: str = "cpu", intra_op_threads: int = 0,
-             inter_op_threads: int = 0, **options) -> "OnnxRuntimeEngine":
+             inter_op_threads: int = 0, allow_spinning: bool = False,
+             **options) -> "OnnxRuntimeEngine":
         """Open ``path`` (an ONNX file written by ``drivesegrt export``/``calibrate``).
 
         device: ``cpu`` or ``cuda[:N]`` (CUDA EP when this onnxruntime build has it, CPU
         fallback otherwise; ``spec.providers`` says which were used). intra_op_threads: 0 lets
-        ONNX Runtime choose (one per physical core).
+        ONNX Runtime choose (one per physical core). allow_spinning: ORT's worker threads
+        busy-wait after each run by default; in a pipeline that steals the cores decode, overlay
+        and encode need (measured here: torch beside a spinning ORT session ran 10x slower), so
+        it is off unless asked for (engine-only benchmarks may turn it on).
         """
         import onnxruntime as ort
 
@@ -66,6 +70,8 @@ class OnnxRuntimeEngine(Engine):
         opts.intra_op_num_threads = int(intra_op_threads)
         opts.inter_op_num_threads = int(inter_op_threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                      "1" if allow_spinning else "0")
         providers: list = [CPU]
         stream = None
         if device.startswith("cuda") and CUDA in ort.get_available_providers():
