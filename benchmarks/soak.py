@@ -1,6 +1,6 @@
 """Soak: a long live run from a looped network stream; memory, threads and queues must stay flat.
 
-    python benchmarks/soak.py --frames 10000 [--model CKPT] [--speed 2] [--json soak.json]
+    python benchmarks/soak.py --frames 10000 [--model FILE --backend B] [--speed 2] [--json soak.json]
 
 ``drivesegrt replay``'s server (ffmpeg, 127.0.0.1) loops the highway clip ``--speed`` times
 faster than real time (``-readrate``, no transcode), and the run's own building blocks
@@ -114,7 +114,8 @@ def print_table(checks: dict, summary: dict, wall_s: float) -> None:
 
 
 def main(args) -> int:
-    overrides = {"model.path": args.model, "model.threads": args.threads,
+    overrides = {"model.path": args.model, "model.backend": args.backend,
+                 "model.threads": args.threads,
                  "sinks.masks": args.save_masks, "sinks.view": args.view,
                  "stream.reconnect_timeout": 30.0}
     cfg = load_dataclass(RunConfig, None, overrides)
@@ -158,6 +159,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=10000, help="frames to capture (default 10000)")
     p.add_argument("--model", default="", help="checkpoint or ONNX (default: bundled model)")
+    p.add_argument("--backend", default="onnxruntime", help="torch | onnxruntime | tensorrt")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--clip", default=str(CLIP), help="video to loop (default: highway clip)")
     p.add_argument("--speed", type=float, default=2.0,
