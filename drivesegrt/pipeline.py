@@ -130,7 +130,10 @@ class Pipeline:
             # CUDA: recorded sources queue one frame ahead (upload overlaps inference).
             lookahead = 0 if getattr(self.source, "live", True) else 1
             frames = iter(self._reader.read, None)
-            for frame, error in segment_frames(self.segmenter, frames, lookahead):
+            # CPU: postprocess runs on the publish thread, so this thread only preprocesses
+            # and infers (the engine is the slowest stage; the upsample overlaps it).
+            defer = not hasattr(self.segmenter, "submit")
+            for frame, error in segment_frames(self.segmenter, frames, lookahead, defer):
                 if self._abort.is_set():
                     break
                 if error is not None:
@@ -163,6 +166,10 @@ class Pipeline:
                 frame = self._get(in_q)
                 if frame is _END:
                     break
+                if frame.raw is not None:
+                    frame.labels, frame.stages_ms["postprocess"] = \
+                        self.segmenter.postprocess(frame.raw)
+                    frame.raw = None
                 t0 = now()
                 frame.overlay = self.overlay(frame.image, frame.labels, hud, frame.overlay)
                 t1 = now()

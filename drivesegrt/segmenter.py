@@ -62,16 +62,28 @@ class Segmenter:
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """(H,W,3) uint8 BGR -> ((H,W) uint8 class ids at frame size,
         {"preprocess": ms, "infer": ms, "postprocess": ms})"""
+        raw, times = self.infer(frame)
+        labels, times["postprocess"] = self.postprocess(raw)
+        return labels, times
+
+    def infer(self, frame: np.ndarray) -> tuple[tuple, dict[str, float]]:
+        """The first half of ``__call__``: preprocess + engine. Returns (raw, {"preprocess",
+        "infer" ms}) where raw = (engine output for this frame, geometry) goes to
+        :meth:`postprocess`, which the pipeline runs on its publish thread so the engine thread
+        is not held up by the upsample (engines return fresh output arrays, so raw stays
+        valid while the next frame is inferred)."""
         t0 = now()
         batch, geom = preprocess(frame, self.input_size, self.meta.mean, self.meta.std,
                                  self.resize, self.meta.input_format)
         t1 = now()
         out = self.engine.infer(batch)
-        t2 = now()
-        labels = self._post(out[0], geom)
-        times = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                 "postprocess": ms_since(t2)}
-        return labels, times
+        return (out[0], geom), {"preprocess": (t1 - t0) * 1e3, "infer": ms_since(t1)}
+
+    def postprocess(self, raw: tuple) -> tuple[np.ndarray, float]:
+        """raw from :meth:`infer` -> ((H,W) uint8 class ids at frame size, ms)."""
+        t0 = now()
+        labels = self._post(*raw)
+        return labels, ms_since(t0)
 
     def close(self) -> None:
         """Release what this Segmenter owns (nothing on the CPU; see CudaSegmenter)."""
@@ -127,7 +139,8 @@ def _torch_has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0) -> Iterator:
+def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0,
+                   defer_postprocess: bool = False) -> Iterator:
     """Yield ``(frame, error)`` for each Frame of ``frames``, in order: ``labels`` and
     ``stages_ms`` filled in, and ``overlay`` when the segmenter blends on the device
     (CudaSegmenter), else left None. A frame the segmenter fails on comes with the exception
@@ -136,13 +149,18 @@ def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0) -
     lookahead: frames submitted before the oldest one is collected (segmenters with
     ``submit``; capped at their ``slots - 1``). 1 lets frame N+1 upload and preprocess while N
     is inferred; use 0 for live sources, where waiting for the next frame adds latency.
+    defer_postprocess: CPU segmenters leave ``labels`` None and put ``Segmenter.infer``'s raw
+    output in ``frame.raw`` for the caller to finish with ``segmenter.postprocess`` elsewhere.
     """
     submit = getattr(segmenter, "submit", None)
     lookahead = min(lookahead, getattr(segmenter, "slots", 1) - 1)
     if submit is None:
         for frame in frames:
             try:
-                frame.labels, times = segmenter(frame.image)
+                if defer_postprocess:
+                    frame.raw, times = segmenter.infer(frame.image)
+                else:
+                    frame.labels, times = segmenter(frame.image)
             except Exception as e:  # one bad frame must not end the stream
                 yield frame, e
                 continue

@@ -72,3 +72,23 @@ def test_bad_modes_rejected(engine):
         Segmenter(engine, filter_mode="cubic")
     with pytest.raises(ValueError, match="allowed: stretch, letterbox"):
         Segmenter(engine, resize="crop")
+
+
+def test_deferred_postprocess_gives_the_same_labels(engine):
+    """The pipeline infers on one thread and postprocesses on another: the split must give
+    exactly what one call gives, frame by frame, in order."""
+    from drivesegrt.frame import Frame
+    from drivesegrt.segmenter import segment_frames
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (135, 240, 3), dtype=np.uint8) for _ in range(4)]
+    seg = Segmenter(engine)
+    frames = [Frame(i, img, 0.0) for i, img in enumerate(images)]
+    out = list(segment_frames(seg, iter(frames), defer_postprocess=True))
+    assert [f.index for f, _ in out] == [0, 1, 2, 3]
+    for (frame, error), image in zip(out, images):
+        assert error is None and frame.labels is None and frame.raw is not None
+        assert set(frame.stages_ms) == {"preprocess", "infer"}
+        labels, ms = seg.postprocess(frame.raw)
+        assert ms >= 0
+        assert np.array_equal(labels, seg(image)[0])
