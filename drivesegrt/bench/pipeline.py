@@ -25,13 +25,17 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 def run_pipeline(source: str, model: str, backend: str, out_dir: Path,
                  max_frames: int | None = None, extra: list[str] | None = None) -> dict:
-    """Run ``drivesegrt run`` and return its summary.json plus ``peak_rss_mib``."""
+    """Run ``drivesegrt run`` and return its summary.json plus ``peak_rss_mib`` and the CPU
+    time it used (``cpu_s``, ``cpu_ms_per_frame``: all threads and child processes)."""
     out_dir = Path(out_dir)
     cmd = [sys.executable, "-m", "drivesegrt", "run", "--source", source, "--model", str(model),
            "--backend", backend, "--output", str(out_dir)]
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
     cmd += extra or []
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(proc.pid)
     peak = 0
@@ -45,8 +49,13 @@ def run_pipeline(source: str, model: str, backend: str, out_dir: Path,
     if proc.returncode != 0:
         tail = output.strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(f"drivesegrt run exited {proc.returncode}: {tail[0]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.loads((out_dir / "summary.json").read_text())
     summary["peak_rss_mib"] = round(peak / 2**20, 1)
+    # CPU time of the run and everything it waited for (the ffmpeg encoder), start-up included
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary["cpu_s"] = round(cpu_s, 3)
+    summary["cpu_ms_per_frame"] = round(1000 * cpu_s / max(1, summary["frames_out"]), 2)
     summary["command"] = " ".join(cmd[1:])
     return summary
 

@@ -34,13 +34,15 @@ def markdown(results: dict) -> str:
     if results.get("pipelines"):
         lines += ["", "### End to end (`drivesegrt run`)", "",
                   "| backend | source | frames in/out/dropped | FPS | latency p50/p95/p99 ms | "
-                  "non-engine ms/frame | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+                  "non-engine ms/frame | CPU ms/frame | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in results["pipelines"]:
             lat = p["latency_ms"]
             lines.append(f"| {p['backend']} | {p['source_name']} | {p['frames_in']}/"
                          f"{p['frames_out']}/{p['frames_dropped']} | {p['fps']:.1f} | "
                          f"{lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f} | "
-                         f"{_fmt(p.get('non_engine_ms'))} | {p['peak_rss_mib']:.0f} |")
+                         f"{_fmt(p.get('non_engine_ms'))} | {_fmt(p.get('cpu_ms_per_frame'))} | "
+                         f"{p['peak_rss_mib']:.0f} |")
         lines += ["", "Per-stage p50 (ms, share of the stage sum):", ""]
         for p in results["pipelines"]:
             parts = ", ".join(f"{s} {v['ms']:.2f} ({100 * v['share']:.0f} %)"
