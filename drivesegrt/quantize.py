@@ -175,8 +175,11 @@ def _float_logits(model: onnx.ModelProto) -> None:
 
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
                   method: str = "entropy", frames=(), exclude=(),
-                  percentile: float = DEFAULT_PERCENTILE) -> list[str]:
+                  percentile: float = DEFAULT_PERCENTILE, activations: str = "int8") -> list[str]:
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
+
+    activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
+    ``uint8`` asymmetric (ONNX Runtime's fast U8S8 kernels on x86 CPUs; TensorRT rejects it).
 
     Returns the names of the nodes kept in float. The output keeps the metadata with
     ``precision = "int8"``.
@@ -187,6 +190,8 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(METHODS)}")
+    if activations not in ("int8", "uint8"):
+        raise ValueError(f"activations {activations!r}; allowed: int8, uint8")
     proto = load_onnx(model_path)
     meta = read_meta(proto, where=str(model_path))
     if meta.precision != "fp32":
@@ -203,9 +208,10 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
         reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
         quantize_static(
             str(prepped), str(out), reader, quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, per_channel=True,
             calibrate_method=calib, nodes_to_exclude=keep_float,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
                            "QuantizeBias": False, "CalibPercentile": percentile,
                            "CalibMaxIntermediateOutputs": 16})
     result = onnx.load(str(out))
@@ -230,6 +236,9 @@ def add_arguments(p) -> None:
     p.add_argument("--video", default=None, help="also calibrate on frames of this video")
     p.add_argument("--video-frames", type=int, default=20,
                    help="evenly spaced frames taken from --video (default 20)")
+    p.add_argument("--activations", choices=["int8", "uint8"], default="int8",
+                   help="int8: symmetric, for TensorRT (default); uint8: asymmetric, ONNX "
+                        "Runtime's faster x86 CPU kernels (TensorRT cannot build it)")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 
@@ -240,10 +249,11 @@ def main(args) -> int:
     images = calibration_images(args.data, args.list, args.num_images)
     frames = video_frames(args.video, args.video_frames) if args.video else []
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
-                         exclude=args.exclude, percentile=args.percentile)
+                         exclude=args.exclude, percentile=args.percentile,
+                         activations=args.activations)
     print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
           f"{f' + {len(frames)} video frames' if frames else ''}; "
-          f"{len(kept)} node(s) kept in float")
+          f"{len(kept)} node(s) kept in float; {args.activations} activations")
     problems = check_tensorrt(args.out)
     for line in problems:
         print(f"TensorRT: {line}")

@@ -127,3 +127,24 @@ def test_cli_calibrate(fp32_model, calib_images, tmp_path, capsys):
                    "--out", str(tmp_path / "again.onnx")])
     err = capsys.readouterr().err
     assert rc == 2 and "fp32" in err and len(err.strip().splitlines()) == 1
+
+
+def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
+    """--activations uint8: asymmetric uint8 activations (ORT's fast x86 kernels), int8
+    symmetric per-channel weights; the TensorRT check says it is not for TensorRT."""
+    out = tmp_path / "u8.onnx"
+    quantize_int8(fp32_model, out, calib_images, method="minmax", activations="uint8")
+    q = onnx.load(str(out))
+    inits = _inits(q)
+    act_types, weight_types = set(), set()
+    for n in q.graph.node:
+        if n.op_type == "DequantizeLinear":
+            (weight_types if n.input[0] in inits else act_types).add(inits[n.input[2]].dtype)
+    assert act_types == {np.dtype(np.uint8)} and weight_types == {np.dtype(np.int8)}
+    assert any("zero point" in p for p in check_tensorrt(out))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = read_meta_file(out)
+    x = normalize(random_frames(2, meta.input_size), meta.mean, meta.std)
+    assert np.isfinite(sess.run(None, {"input": x})[0]).all()
+    with pytest.raises(ValueError, match="activations"):
+        quantize_int8(fp32_model, tmp_path / "x.onnx", calib_images, activations="int4")

@@ -32,7 +32,8 @@ def add_arguments(p):
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="torch checkpoint")
     p.add_argument("--video", default="synthetic:?w=960&h=540&frames=300",
                    help="source for the end-to-end and naive runs")
-    p.add_argument("--runtimes", default="torch,onnxruntime,onnxruntime-int8,opencv-dnn,tensorrt",
+    p.add_argument("--runtimes", default="torch,onnxruntime,onnxruntime-int8,onnxruntime-uint8,"
+                                         "opencv-dnn,tensorrt",
                    help=f"engine-only runtimes, comma-separated, from {','.join(RUNTIMES)}")
     p.add_argument("--resolutions", default="360x480,512x1024,720x1280")
     p.add_argument("--batches", default="1,4")

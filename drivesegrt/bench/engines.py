@@ -1,7 +1,8 @@
 """Engine-only timing: one model on each runtime available here, per resolution and batch.
 
 Runtimes: ``torch`` (eager), ``torch-compile`` (torch.compile / inductor), ``onnxruntime``
-(fp32), ``onnxruntime-int8`` (Q/DQ from ``drivesegrt calibrate``), ``opencv-dnn`` (OpenCV's DNN
+(fp32), ``onnxruntime-int8`` (Q/DQ from ``drivesegrt calibrate``, symmetric: the TensorRT recipe),
+``onnxruntime-uint8`` (``calibrate --activations uint8``: the CPU recipe), ``opencv-dnn`` (OpenCV's DNN
 module on the same ONNX, a peer runtime) and ``tensorrt`` when it is installed.
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "opencv-dnn",
-            "tensorrt")
+RUNTIMES = ("torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-uint8",
+            "opencv-dnn", "tensorrt")
 
 
 class Unavailable(Exception):
@@ -46,7 +47,7 @@ class Artifacts:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calib_data = calib_data
         self._onnx: dict[str, Path] = {}
-        self._int8: Path | None = None
+        self._int8: dict[str, Path] = {}
 
     def onnx(self, uint8_input: bool = False) -> Path:
         """fp32 export of the checkpoint: float NCHW input with dynamic H/W (engine-only rows),
@@ -63,19 +64,20 @@ class Artifacts:
             self._onnx[key] = path
         return self._onnx[key]
 
-    def int8(self) -> Path:
-        if self._int8 is None:
+    def int8(self, activations: str = "int8") -> Path:
+        if activations not in self._int8:
             if not self.calib_data:
                 raise Unavailable("no calibration data (--calib-data)")
             from ..cli import main as cli_main
 
-            path = self.workdir / "model.int8.onnx"
+            path = self.workdir / f"model.{activations}.onnx"
             rc = cli_main(["calibrate", "--model", str(self.onnx()), "--data",
-                           str(self.calib_data), "--out", str(path), "--num-images", "16"])
+                           str(self.calib_data), "--out", str(path), "--num-images", "16",
+                           "--activations", activations])
             if rc != 0:
                 raise Unavailable(f"calibrate failed with exit code {rc}")
-            self._int8 = path
-        return self._int8
+            self._int8[activations] = path
+        return self._int8[activations]
 
 
 def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, threads: int):
@@ -99,10 +101,11 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
             with torch.inference_mode():
                 model(xt)
         return run
-    if runtime in ("onnxruntime", "onnxruntime-int8"):
+    if runtime.startswith("onnxruntime"):
         import onnxruntime as ort
 
-        path = art.onnx() if runtime == "onnxruntime" else art.int8()
+        path = {"onnxruntime": art.onnx, "onnxruntime-int8": lambda: art.int8("int8"),
+                "onnxruntime-uint8": lambda: art.int8("uint8")}[runtime]()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
