@@ -20,14 +20,10 @@ def zoo_names() -> list[str]:
 
 
 def tiny_model(name: str, input_size=TINY_SIZE, seed: int = 0):
-    """(model in eval mode, ModelMeta) of a tiny random-weight zoo model; skips (with the reason)
-    when the model's module is not on this branch yet."""
+    """(model in eval mode, ModelMeta) of a tiny random-weight zoo model."""
     torch.manual_seed(seed)
     kwargs = TINY_KWARGS.get(name, {})
-    try:
-        model = build_model(name, CAMVID11.num_classes, **kwargs)
-    except ModuleNotFoundError as e:
-        pytest.skip(f"model {name!r} not importable on this branch ({e})")
+    model = build_model(name, CAMVID11.num_classes, **kwargs)
     _randomize_norm_stats(model)
     meta = ModelMeta.for_label_set(name, CAMVID11, arch_kwargs=kwargs, input_size=input_size)
     return model.eval(), meta

@@ -9,26 +9,16 @@ import time
 from pathlib import Path
 
 import cv2
-import torch
+from data_helpers import tiny_checkpoint
 
-from drivesegrt.checkpoint import save_checkpoint
 from drivesegrt.engines import Engine
-from drivesegrt.labels import CAMVID11
-from drivesegrt.meta import ModelMeta
-from drivesegrt.models import TINY_KWARGS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_tiny_checkpoint(path: Path, input_size=(360, 480), seed: int = 0) -> Path:
     """A random-weight tiny MobileSeg with CamVid-11 metadata (logits at 1/4 input)."""
-    torch.manual_seed(seed)
-    kw = TINY_KWARGS["mobileseg"]
-    model = build_model("mobileseg", CAMVID11.num_classes, **kw)
-    meta = ModelMeta.for_label_set("mobileseg", CAMVID11, arch_kwargs=dict(kw),
-                                   input_size=tuple(input_size))
-    save_checkpoint(path, model, meta)
-    return path
+    return tiny_checkpoint(path, seed=seed, input_size=input_size)[0]
 
 
 class SlowEngine(Engine):
