@@ -2,14 +2,18 @@
 
     drivesegrt calibrate --model FILE.onnx --data DIR --out FILE.int8.onnx
         [--method entropy|percentile|minmax] [--num-images N] [--list calibration/camvid_train.txt]
-        [--video FILE --video-frames N] [--exclude NODE ...]
+        [--video FILE --video-frames N] [--exclude NODE ...] [--activations int8|uint8]
+        [--no-equalize]
 
 Recipe (what TensorRT's explicit quantization needs, see ../calibration/README.md):
-QuantFormat.QDQ; int8 activations and weights, both symmetric (zero point 0); weights per
-channel (Conv axis 0), activations per tensor; biases left in float (TensorRT's
-DequantizeLinear takes int8, not int32). Calibration images go through the pipeline's
-preprocessing: resize to ``meta.input_size`` and ``preprocess.normalize`` (or raw uint8 BGR
-when the graph normalizes itself). In-graph normalization and the argmax tail always stay float.
+activation equalization first (``drivesegrt.equalize``, exact in fp32; ``--no-equalize`` skips
+it), then QuantFormat.QDQ; int8 activations and weights, both symmetric (zero point 0); weights
+per channel (Conv axis 0), activations per tensor; biases left in float (TensorRT's
+DequantizeLinear takes int8, not int32); a Resize keeps its input's scale. Calibration images go
+through the pipeline's preprocessing: resize to ``meta.input_size`` and
+``preprocess.normalize`` (or raw uint8 BGR when the graph normalizes itself). In-graph
+normalization and the argmax tail always stay float; with ``--activations uint8`` (the CPU
+recipe) so do convolutions reading fewer than NARROW_CHANNELS channels.
 
 Memory: the entropy and percentile calibrators keep every image's activations until the end
 (ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size.
@@ -23,7 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from .equalize import activation_ranges
+from .equalize import equalize as equalize_channels
 from .onnx_meta import load_onnx, read_meta, write_meta
 from .preprocess import normalize
 
@@ -34,6 +41,10 @@ DEFAULT_PERCENTILE = 99.999
 FLOAT_PREFIXES = ("/preprocess/",)
 # Ops after the logits: the argmax tail is integer work, never quantized.
 FLOAT_OPS = ("ArgMax", "ArgMin")
+# uint8 (CPU) recipe: convolutions reading fewer channels than this stay float. ONNX Runtime's
+# x86 QLinearConv is slower than its fp32 NCHWc Conv there (bundled model, 360x480: the 3->8
+# stem 0.97 vs 0.45 ms, the 8-channel depthwise 0.67 vs 0.20 ms; benchmarks/RESULTS.md).
+NARROW_CHANNELS = 16
 
 
 def calibration_images(data: str | Path, list_file: str | Path | None = None,
@@ -140,6 +151,47 @@ def float_nodes(model: onnx.ModelProto, extra=()) -> list[str]:
     return sorted(set(keep) | set(extra))
 
 
+def narrow_convs(model: onnx.ModelProto, min_channels: int = NARROW_CHANNELS) -> list[str]:
+    """Names of the Conv nodes that read fewer than ``min_channels`` input channels."""
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    names = []
+    for n in model.graph.node:
+        w = shapes.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if w is not None and len(w) > 1 and w[1] * group < min_channels:
+            names.append(n.name)
+    return names
+
+
+def _share_resize_scales(model: onnx.ModelProto) -> int:
+    """Give each ``DQ -> Resize -> Q`` the same scale and zero point on both sides, in place.
+
+    Interpolation never leaves its input's range, so the output needs no range of its own; with
+    equal parameters ONNX Runtime resizes the 8-bit tensor directly (drops the DQ/Q pair) and
+    TensorRT can move the pair across the Resize. Returns the number of Resize nodes changed."""
+    g = model.graph
+    init = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    changed = 0
+    for n in (n for n in g.node if n.op_type == "Resize"):
+        dq = producer.get(n.input[0])
+        users = consumers.get(n.output[0], [])
+        if (dq is None or dq.op_type != "DequantizeLinear" or len(users) != 1
+                or users[0].op_type != "QuantizeLinear"):
+            continue
+        pairs = list(zip(dq.input[1:3], users[0].input[1:3]))
+        if len(pairs) != 2 or not all(a in init and b in init for a, b in pairs):
+            continue
+        for a, b in pairs:
+            init[b].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init[a]), b))
+        changed += 1
+    return changed
+
+
 def _float_logits(model: onnx.ModelProto) -> None:
     """Drop the Q->DQ pair on the logits (graph output or ArgMax input), in place: int8 logits
     only add rounding (and argmax ties) and save no compute."""
@@ -174,9 +226,13 @@ def _float_logits(model: onnx.ModelProto) -> None:
 
 
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
-                  method: str = "entropy", frames=(), exclude=(),
-                  percentile: float = DEFAULT_PERCENTILE, activations: str = "int8") -> list[str]:
+                  method: str = "percentile", frames=(), exclude=(),
+                  percentile: float = DEFAULT_PERCENTILE, activations: str = "int8",
+                  equalize: bool = True) -> list[str]:
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
+
+    equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
+    on the calibration frames (``drivesegrt.equalize``; exact in fp32).
 
     activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
     ``uint8`` asymmetric (ONNX Runtime's fast U8S8 kernels on x86 CPUs; TensorRT rejects it).
@@ -197,15 +253,23 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     if meta.precision != "fp32":
         raise ValueError(f"{model_path}: calibrate an fp32 export, not {meta.precision}")
     keep_float = float_nodes(proto, exclude)
+    if activations == "uint8":
+        keep_float = sorted(set(keep_float) | set(narrow_convs(proto)))
     calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
              "minmax": CalibrationMethod.MinMax}[method]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
     with tempfile.TemporaryDirectory() as tmp:
+        source = Path(model_path)
+        if equalize:
+            source = Path(tmp) / "equalized.onnx"
+            equalize_channels(proto, activation_ranges(proto, iter(reader.get_next, None)))
+            reader.rewind()
+            onnx.save(proto, str(source))
         prepped = Path(tmp) / "prepped.onnx"
         # ORT's recommended pre-processing: shape inference + graph optimization (BN folding).
-        quant_pre_process(str(model_path), str(prepped), skip_symbolic_shape=True)
-        reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
+        quant_pre_process(str(source), str(prepped), skip_symbolic_shape=True)
         quantize_static(
             str(prepped), str(out), reader, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
@@ -215,6 +279,7 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
                            "QuantizeBias": False, "CalibPercentile": percentile,
                            "CalibMaxIntermediateOutputs": 16})
     result = onnx.load(str(out))
+    _share_resize_scales(result)
     _float_logits(result)
     write_meta(result, dataclasses.replace(meta, precision="int8"))
     onnx.save(result, str(out))
@@ -226,8 +291,8 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True,
                    help="folder of calibration images, or a CamVid root (uses its train/)")
     p.add_argument("--out", required=True, help="output Q/DQ ONNX (e.g. model.int8.onnx)")
-    p.add_argument("--method", choices=METHODS, default="entropy",
-                   help="activation range calibration (default entropy)")
+    p.add_argument("--method", choices=METHODS, default="percentile",
+                   help="activation range calibration (default percentile: best on CamVid val)")
     p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                    help="percentile for --method percentile (default 99.999)")
     p.add_argument("--num-images", type=int, default=None, help="use the first N images")
@@ -239,6 +304,9 @@ def add_arguments(p) -> None:
     p.add_argument("--activations", choices=["int8", "uint8"], default="int8",
                    help="int8: symmetric, for TensorRT (default); uint8: asymmetric, ONNX "
                         "Runtime's faster x86 CPU kernels (TensorRT cannot build it)")
+    p.add_argument("--no-equalize", dest="equalize", action="store_false",
+                   help="skip activation equalization (on by default: exact in fp32, evens "
+                        "the per-channel ranges that per-tensor int8 scales share)")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 
@@ -250,10 +318,11 @@ def main(args) -> int:
     frames = video_frames(args.video, args.video_frames) if args.video else []
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
                          exclude=args.exclude, percentile=args.percentile,
-                         activations=args.activations)
+                         activations=args.activations, equalize=args.equalize)
     print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
           f"{f' + {len(frames)} video frames' if frames else ''}; "
-          f"{len(kept)} node(s) kept in float; {args.activations} activations")
+          f"{len(kept)} node(s) kept in float; {args.activations} activations"
+          f"{'; equalized' if args.equalize else ''}")
     problems = check_tensorrt(args.out)
     for line in problems:
         print(f"TensorRT: {line}")

@@ -7,6 +7,8 @@ import json
 from conftest import CAMVID_CLIP
 from pipeline_helpers import make_tiny_checkpoint, run_cli
 
+from drivesegrt.bench.engines import time_interleaved
+
 
 def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt", input_size=(64, 96))
@@ -45,3 +47,14 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
 def test_bench_bad_runtime_is_one_line_exit_2(tmp_path):
     r = run_cli("bench", "--runtimes", "tpu", "--out", str(tmp_path))
     assert r.returncode == 2 and "tpu" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_runtimes_are_timed_interleaved():
+    """Round robin in bursts: every runtime sees the same stretch of a drifting machine."""
+    calls = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    stats = time_interleaved(fns, min_seconds=0.0, burst=2, warmup=1, min_bursts=3)
+    assert calls[:3] == ["a", "b", "c"]                       # warm-up, one each
+    assert calls[3:] == ["a", "a", "b", "b", "c", "c"] * 3   # then bursts in turn
+    assert {s["iters"] for s in stats.values()} == {6}
+    assert all(s["p50"] <= s["p95"] <= s["p99"] for s in stats.values())

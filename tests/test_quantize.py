@@ -14,7 +14,7 @@ from drivesegrt import cli
 from drivesegrt.export import export_onnx
 from drivesegrt.onnx_meta import read_meta_file
 from drivesegrt.preprocess import normalize
-from drivesegrt.quantize import calibration_images, quantize_int8
+from drivesegrt.quantize import calibration_images, narrow_convs, quantize_int8
 from drivesegrt.trt_check import check_tensorrt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,12 @@ def test_cli_calibrate(fp32_model, calib_images, tmp_path, capsys):
     rc = cli.main(["calibrate", "--model", str(fp32_model), "--data", str(CAMVID),
                    "--list", str(LIST), "--num-images", "3", "--method", "minmax",
                    "--out", str(out)])
-    assert rc == 0 and "TensorRT op check: passed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert rc == 0 and "TensorRT op check: passed" in printed and "equalized" in printed
+    rc = cli.main(["calibrate", "--model", str(fp32_model), "--data", str(CAMVID),
+                   "--num-images", "2", "--method", "minmax", "--no-equalize",
+                   "--out", str(tmp_path / "plain.onnx")])
+    assert rc == 0 and "equalized" not in capsys.readouterr().out
     rc = cli.main(["calibrate", "--model", str(out), "--data", str(CAMVID), "--num-images", "2",
                    "--out", str(tmp_path / "again.onnx")])
     err = capsys.readouterr().err
@@ -133,7 +138,7 @@ def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
     """--activations uint8: asymmetric uint8 activations (ORT's fast x86 kernels), int8
     symmetric per-channel weights; the TensorRT check says it is not for TensorRT."""
     out = tmp_path / "u8.onnx"
-    quantize_int8(fp32_model, out, calib_images, method="minmax", activations="uint8")
+    kept = quantize_int8(fp32_model, out, calib_images, method="minmax", activations="uint8")
     q = onnx.load(str(out))
     inits = _inits(q)
     act_types, weight_types = set(), set()
@@ -142,9 +147,32 @@ def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
             (weight_types if n.input[0] in inits else act_types).add(inits[n.input[2]].dtype)
     assert act_types == {np.dtype(np.uint8)} and weight_types == {np.dtype(np.int8)}
     assert any("zero point" in p for p in check_tensorrt(out))
+    stem = narrow_convs(onnx.load(str(fp32_model)))
+    assert stem and set(stem) <= set(kept)          # narrow convs run fp32 on the CPU
+    producers = {o: n for n in q.graph.node for o in n.output}
+    for n in q.graph.node:
+        if n.name in stem:
+            assert n.input[1] in inits and n.input[1] not in producers, n.name
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     meta = read_meta_file(out)
     x = normalize(random_frames(2, meta.input_size), meta.mean, meta.std)
     assert np.isfinite(sess.run(None, {"input": x})[0]).all()
     with pytest.raises(ValueError, match="activations"):
         quantize_int8(fp32_model, tmp_path / "x.onnx", calib_images, activations="int4")
+
+
+def test_resize_keeps_its_input_scale(fp32_model, calib_images, tmp_path):
+    """Interpolation stays inside its input's range: the Q after a Resize reuses the scale and
+    zero point of the DQ before it, so ONNX Runtime resizes the 8-bit tensor directly."""
+    out = tmp_path / "rs.onnx"
+    quantize_int8(fp32_model, out, calib_images, method="minmax")
+    q = onnx.load(str(out))
+    inits = _inits(q)
+    producers = {o: n for n in q.graph.node for o in n.output}
+    consumers = {i: n for n in q.graph.node for i in n.input}
+    resizes = [n for n in q.graph.node if n.op_type == "Resize"]
+    assert resizes
+    for n in resizes:
+        dq, qn = producers[n.input[0]], consumers[n.output[0]]
+        assert (dq.op_type, qn.op_type) == ("DequantizeLinear", "QuantizeLinear")
+        assert inits[dq.input[1]] == inits[qn.input[1]] and inits[dq.input[2]] == inits[qn.input[2]]

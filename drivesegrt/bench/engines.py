@@ -20,20 +20,9 @@ class Unavailable(Exception):
     """This runtime cannot run here; the message says why (recorded in the results)."""
 
 
-def time_call(fn, warmup: int = 3, min_iters: int = 10, min_seconds: float = 1.0,
-              max_seconds: float = 20.0) -> dict:
-    """Warm up, then time ``fn()`` until both ``min_iters`` and ``min_seconds`` are reached."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    t_start = time.perf_counter()
-    while (len(times) < min_iters or time.perf_counter() - t_start < min_seconds) and \
-            time.perf_counter() - t_start < max_seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    t = np.array(times)
-    return {"iters": len(times), "p50": float(np.percentile(t, 50)),
+def _stats(times_ms: list[float]) -> dict:
+    t = np.array(times_ms)
+    return {"iters": len(t), "p50": float(np.percentile(t, 50)),
             "p95": float(np.percentile(t, 95)), "p99": float(np.percentile(t, 99)),
             "mean": float(t.mean())}
 
@@ -147,28 +136,58 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
     raise ValueError(f"unknown runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}")
 
 
+def time_interleaved(fns: dict, min_seconds: float, burst: int = 5, warmup: int = 3,
+                     min_bursts: int = 4) -> dict:
+    """Time several callables in round robin (``burst`` calls of each in turn) until each has
+    had about ``min_seconds``; returns ``{name: {iters, p50, p95, p99, mean}}`` in ms.
+
+    Interleaving makes their ratios robust on a machine whose speed drifts: a slow minute
+    slows every runtime alike instead of whichever happened to run then."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    spent = dict.fromkeys(fns, 0.0)
+    rounds = 0
+    while rounds < min_bursts or min(spent.values()) < min_seconds:
+        for name, fn in fns.items():
+            for _ in range(burst):
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                times[name].append(dt * 1000)
+                spent[name] += dt
+        rounds += 1
+        if rounds > 10_000 or max(spent.values()) > 20 * max(min_seconds, 1.0):
+            break
+    return {name: _stats(ts) for name, ts in times.items()}
+
+
 def bench_engines(art: Artifacts, runtimes, resolutions, batches, threads: int, gflops_fn,
                   peak_gflops: float, min_seconds: float, log=print) -> list[dict]:
-    """One row per (runtime, resolution, batch): latency percentiles, FPS, GFLOP/s."""
-    rows = []
-    for runtime in runtimes:
-        for hw in resolutions:
-            gflops = gflops_fn(hw)
-            for batch in batches:
+    """One row per (runtime, resolution, batch): latency percentiles, FPS, GFLOP/s. At each
+    resolution and batch the runtimes are timed interleaved (``time_interleaved``)."""
+    rows = {}
+    for hw in resolutions:
+        gflops = gflops_fn(hw)
+        for batch in batches:
+            runners = {}
+            for runtime in runtimes:
                 row = {"runtime": runtime, "resolution": f"{hw[0]}x{hw[1]}", "batch": batch,
                        "gflops_per_image": round(gflops, 3)}
+                rows[runtime, hw, batch] = row
                 try:
-                    stats = time_call(make_runner(runtime, art, hw, batch, threads),
-                                      min_seconds=min_seconds)
+                    runners[runtime] = make_runner(runtime, art, hw, batch, threads)
                 except Unavailable as e:
                     row["skipped"] = str(e)
                     log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: skipped ({e})")
-                    rows.append(row)
-                    continue
-                fps = batch * 1000.0 / stats["p50"]
-                row.update(ms=stats, fps=fps, achieved_gflops=gflops * fps,
+            stats = time_interleaved(runners, min_seconds) if runners else {}
+            for runtime, st in stats.items():
+                row = rows[runtime, hw, batch]
+                fps = batch * 1000.0 / st["p50"]
+                row.update(ms=st, fps=fps, achieved_gflops=gflops * fps,
                            efficiency=gflops * fps / peak_gflops if peak_gflops else None)
-                log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: p50 {stats['p50']:.2f} ms"
+                log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: p50 {st['p50']:.2f} ms"
                     f"  {fps:.1f} img/s  {gflops * fps:.1f} GFLOP/s")
-                rows.append(row)
-    return rows
+    # rows grouped by runtime, as before
+    return [rows[r, hw, b] for r in runtimes for hw in resolutions for b in batches]
