@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .onnx_graph import links
+
 EPS = 1e-8
 
 
@@ -35,11 +37,7 @@ def equalizable(model: onnx.ModelProto) -> list[tuple]:
     """(conv1, relu, [consumer convs]) triples whose middle tensor may be rescaled per channel."""
     g = model.graph
     inits = {i.name for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    producer, consumers = links(g)
     uses = {name: len(users) for name, users in consumers.items()}
     outputs = {o.name for o in g.output}
     found = []

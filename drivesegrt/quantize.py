@@ -3,7 +3,7 @@
     drivesegrt calibrate --model FILE.onnx --data DIR --out FILE.int8.onnx
         [--method entropy|percentile|minmax] [--num-images N] [--list calibration/camvid_train.txt]
         [--video FILE --video-frames N] [--exclude NODE ...] [--activations int8|uint8]
-        [--no-equalize]
+        [--no-equalize] [--narrow-float N]
 
 Recipe (what TensorRT's explicit quantization needs, see ../calibration/README.md):
 activation equalization first (``drivesegrt.equalize``, exact in fp32; ``--no-equalize`` skips
@@ -31,6 +31,7 @@ from onnx import numpy_helper
 
 from .equalize import activation_ranges
 from .equalize import equalize as equalize_channels
+from .onnx_graph import links
 from .onnx_meta import load_onnx, read_meta, write_meta
 from .preprocess import normalize
 
@@ -41,9 +42,9 @@ DEFAULT_PERCENTILE = 99.999
 FLOAT_PREFIXES = ("/preprocess/",)
 # Ops after the logits: the argmax tail is integer work, never quantized.
 FLOAT_OPS = ("ArgMax", "ArgMin")
-# uint8 (CPU) recipe: convolutions reading fewer channels than this stay float. ONNX Runtime's
-# x86 QLinearConv is slower than its fp32 NCHWc Conv there (bundled model, 360x480: the 3->8
-# stem 0.97 vs 0.45 ms, the 8-channel depthwise 0.67 vs 0.20 ms; benchmarks/RESULTS.md).
+# uint8 (CPU) recipe: convolutions reading fewer channels than this stay float: ONNX Runtime's
+# x86 QLinearConv is slower than its fp32 NCHWc Conv there (bundled model: the 3-channel stem
+# and the 8-channel depthwise; benchmarks/RESULTS.md, "INT8 on the CPU").
 NARROW_CHANNELS = 16
 
 
@@ -171,11 +172,7 @@ def _share_resize_scales(model: onnx.ModelProto) -> int:
     TensorRT can move the pair across the Resize. Returns the number of Resize nodes changed."""
     g = model.graph
     init = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = links(g)
     changed = 0
     for n in (n for n in g.node if n.op_type == "Resize"):
         dq = producer.get(n.input[0])
@@ -197,11 +194,7 @@ def _float_logits(model: onnx.ModelProto) -> None:
     only add rounding (and argmax ties) and save no compute."""
     g = model.graph
     outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = links(g)
     for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
         y = dq.output[0]
         users = consumers.get(y, [])
@@ -228,11 +221,13 @@ def _float_logits(model: onnx.ModelProto) -> None:
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
                   method: str = "percentile", frames=(), exclude=(),
                   percentile: float = DEFAULT_PERCENTILE, activations: str = "int8",
-                  equalize: bool = True) -> list[str]:
+                  equalize: bool = True, narrow_float: int | None = None) -> list[str]:
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
 
     equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
     on the calibration frames (``drivesegrt.equalize``; exact in fp32).
+    narrow_float: convolutions reading fewer channels than this stay float; default
+    NARROW_CHANNELS for uint8 activations, 0 (none) for int8.
 
     activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
     ``uint8`` asymmetric (ONNX Runtime's fast U8S8 kernels on x86 CPUs; TensorRT rejects it).
@@ -253,8 +248,11 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     if meta.precision != "fp32":
         raise ValueError(f"{model_path}: calibrate an fp32 export, not {meta.precision}")
     keep_float = float_nodes(proto, exclude)
-    if activations == "uint8":
-        keep_float = sorted(set(keep_float) | set(narrow_convs(proto)))
+    if narrow_float is None:
+        narrow_float = NARROW_CHANNELS if activations == "uint8" else 0
+    if narrow_float < 0:
+        raise ValueError(f"--narrow-float must be >= 0, got {narrow_float}")
+    keep_float = sorted(set(keep_float) | set(narrow_convs(proto, narrow_float)))
     calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
              "minmax": CalibrationMethod.MinMax}[method]
     out = Path(out)
@@ -307,6 +305,10 @@ def add_arguments(p) -> None:
     p.add_argument("--no-equalize", dest="equalize", action="store_false",
                    help="skip activation equalization (on by default: exact in fp32, evens "
                         "the per-channel ranges that per-tensor int8 scales share)")
+    p.add_argument("--narrow-float", type=int, default=None, metavar="N",
+                   help="keep convolutions reading fewer than N channels in fp32 (default: "
+                        f"{NARROW_CHANNELS} with --activations uint8, where ONNX Runtime's int8 "
+                        "kernels are slower there; 0 otherwise)")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 
@@ -318,7 +320,8 @@ def main(args) -> int:
     frames = video_frames(args.video, args.video_frames) if args.video else []
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
                          exclude=args.exclude, percentile=args.percentile,
-                         activations=args.activations, equalize=args.equalize)
+                         activations=args.activations, equalize=args.equalize,
+                         narrow_float=args.narrow_float)
     print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
           f"{f' + {len(frames)} video frames' if frames else ''}; "
           f"{len(kept)} node(s) kept in float; {args.activations} activations"

@@ -28,6 +28,9 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
             assert row["ms"]["p50"] > 0 and row["fps"] > 0
             assert row["ms"]["p50"] <= row["ms"]["p95"] <= row["ms"]["p99"]
             assert row["gflops_per_image"] > 0 and 0 < row["efficiency"]
+            # speed-up over ORT fp32 timed alongside: p50 ratio, 1.0 for ORT itself
+            assert abs(row["vs_onnxruntime"] * row["ms"]["p50"]
+                       - rows[("onnxruntime", batch)]["ms"]["p50"]) < 1e-6
     # no tensorrt here: recorded as skipped with the reason, not silently dropped
     trt = rows[("tensorrt", 1)]
     assert "skipped" in trt or trt["fps"] > 0
@@ -40,6 +43,7 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
     assert "onnxruntime pipeline/naive" in results["ratios"]
     md = (out / "results.md").read_text()
     assert "| onnxruntime | 64x96 | 1 |" in md and "Naive sequential loop" in md
+    assert "x ORT fp32" in md and "| 1.00 |" in md
     for png in ("throughput.png", "stages.png", "latency_hist.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -153,6 +153,9 @@ def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
     for n in q.graph.node:
         if n.name in stem:
             assert n.input[1] in inits and n.input[1] not in producers, n.name
+    everything = quantize_int8(fp32_model, tmp_path / "all.onnx", calib_images, method="minmax",
+                               activations="uint8", narrow_float=0)
+    assert not set(stem) & set(everything)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     meta = read_meta_file(out)
     x = normalize(random_frames(2, meta.input_size), meta.mean, meta.std)

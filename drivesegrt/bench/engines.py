@@ -97,6 +97,9 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
                 "onnxruntime-uint8": lambda: art.int8("uint8")}[runtime]()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # as the pipeline's engine does; spinning workers would also steal the core from the
+        # runtime timed next (interleaved timing)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda: sess.run(None, {name: x})
@@ -165,8 +168,9 @@ def time_interleaved(fns: dict, min_seconds: float, burst: int = 5, warmup: int 
 
 def bench_engines(art: Artifacts, runtimes, resolutions, batches, threads: int, gflops_fn,
                   peak_gflops: float, min_seconds: float, log=print) -> list[dict]:
-    """One row per (runtime, resolution, batch): latency percentiles, FPS, GFLOP/s. At each
-    resolution and batch the runtimes are timed interleaved (``time_interleaved``)."""
+    """One row per (runtime, resolution, batch): latency percentiles, FPS, GFLOP/s and the
+    speed-up over ONNX Runtime fp32 (``vs_onnxruntime``). At each resolution and batch the
+    runtimes are timed interleaved (``time_interleaved``)."""
     rows = {}
     for hw in resolutions:
         gflops = gflops_fn(hw)
@@ -187,6 +191,8 @@ def bench_engines(art: Artifacts, runtimes, resolutions, batches, threads: int, 
                 fps = batch * 1000.0 / st["p50"]
                 row.update(ms=st, fps=fps, achieved_gflops=gflops * fps,
                            efficiency=gflops * fps / peak_gflops if peak_gflops else None)
+                if "onnxruntime" in stats:     # timed alongside, so the ratio is fair
+                    row["vs_onnxruntime"] = stats["onnxruntime"]["p50"] / st["p50"]
                 log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: p50 {st['p50']:.2f} ms"
                     f"  {fps:.1f} img/s  {gflops * fps:.1f} GFLOP/s")
     # rows grouped by runtime, as before
