@@ -13,7 +13,7 @@ DequantizeLinear takes int8, not int32); a Resize keeps its input's scale. Calib
 through the pipeline's preprocessing: resize to ``meta.input_size`` and
 ``preprocess.normalize`` (or raw uint8 BGR when the graph normalizes itself). In-graph
 normalization and the argmax tail always stay float; with ``--activations uint8`` (the CPU
-recipe) so do convolutions reading fewer than NARROW_CHANNELS channels.
+recipe) so do convolutions writing fewer than NARROW_CHANNELS channels.
 
 Memory: the entropy and percentile calibrators keep every image's activations until the end
 (ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size.
@@ -42,9 +42,9 @@ DEFAULT_PERCENTILE = 99.999
 FLOAT_PREFIXES = ("/preprocess/",)
 # Ops after the logits: the argmax tail is integer work, never quantized.
 FLOAT_OPS = ("ArgMax", "ArgMin")
-# uint8 (CPU) recipe: convolutions reading fewer channels than this stay float: ONNX Runtime's
-# x86 QLinearConv is slower than its fp32 NCHWc Conv there (bundled model: the 3-channel stem
-# and the 8-channel depthwise; benchmarks/RESULTS.md, "INT8 on the CPU").
+# uint8 (CPU) recipe: convolutions writing fewer channels than this stay float: ONNX Runtime's
+# x86 QLinearConv is slower than its fp32 NCHWc Conv on so few channels (bundled model: the
+# 3->8 stem and the 8-channel depthwise; benchmarks/RESULTS.md, "INT8 on the CPU").
 NARROW_CHANNELS = 16
 
 
@@ -153,23 +153,17 @@ def float_nodes(model: onnx.ModelProto, extra=()) -> list[str]:
 
 
 def narrow_convs(model: onnx.ModelProto, min_channels: int = NARROW_CHANNELS) -> list[str]:
-    """Names of the Conv nodes that read fewer than ``min_channels`` input channels."""
+    """Names of the Conv nodes that write fewer than ``min_channels`` output channels."""
     shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    names = []
-    for n in model.graph.node:
-        w = shapes.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
-        group = next((a.i for a in n.attribute if a.name == "group"), 1)
-        if w is not None and len(w) > 1 and w[1] * group < min_channels:
-            names.append(n.name)
-    return names
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in shapes
+            and shapes[n.input[1]][0] < min_channels]
 
 
 def _share_resize_scales(model: onnx.ModelProto) -> int:
-    """Give each ``DQ -> Resize -> Q`` the same scale and zero point on both sides, in place.
-
-    Interpolation never leaves its input's range, so the output needs no range of its own; with
-    equal parameters ONNX Runtime resizes the 8-bit tensor directly (drops the DQ/Q pair) and
-    TensorRT can move the pair across the Resize. Returns the number of Resize nodes changed."""
+    """Give each ``DQ -> Resize -> Q`` the same scale and zero point on both sides, in place:
+    interpolation cannot leave its input's range, so the output needs no range of its own.
+    Returns the number of Resize nodes changed."""
     g = model.graph
     init = {i.name: i for i in g.initializer}
     producer, consumers = links(g)
@@ -226,7 +220,7 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
 
     equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
     on the calibration frames (``drivesegrt.equalize``; exact in fp32).
-    narrow_float: convolutions reading fewer channels than this stay float; default
+    narrow_float: convolutions writing fewer channels than this stay float; default
     NARROW_CHANNELS for uint8 activations, 0 (none) for int8.
 
     activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
@@ -306,7 +300,7 @@ def add_arguments(p) -> None:
                    help="skip activation equalization (on by default: exact in fp32, evens "
                         "the per-channel ranges that per-tensor int8 scales share)")
     p.add_argument("--narrow-float", type=int, default=None, metavar="N",
-                   help="keep convolutions reading fewer than N channels in fp32 (default: "
+                   help="keep convolutions writing fewer than N channels in fp32 (default: "
                         f"{NARROW_CHANNELS} with --activations uint8, where ONNX Runtime's int8 "
                         "kernels are slower there; 0 otherwise)")
     p.add_argument("--exclude", nargs="*", default=[],

@@ -166,7 +166,7 @@ def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
 
 def test_resize_keeps_its_input_scale(fp32_model, calib_images, tmp_path):
     """Interpolation stays inside its input's range: the Q after a Resize reuses the scale and
-    zero point of the DQ before it, so ONNX Runtime resizes the 8-bit tensor directly."""
+    zero point of the DQ before it."""
     out = tmp_path / "rs.onnx"
     quantize_int8(fp32_model, out, calib_images, method="minmax")
     q = onnx.load(str(out))
