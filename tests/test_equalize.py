@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from deploy_helpers import CAMVID_TEST, random_frames, tiny_onnx
 from drivesegrt.equalize import activation_ranges, equalizable, equalize
+from drivesegrt.models import available_models
 from drivesegrt.onnx_meta import read_meta
 from drivesegrt.preprocess import normalize
 
@@ -127,3 +128,18 @@ def test_equalization_recovers_int8_accuracy_on_the_bundled_model(tmp_path):
         agree[eq] = (labels(out) == ref).mean()
     assert agree[True] > agree[False] + 0.005, agree
     assert agree[True] > 0.95, agree
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_equalization_is_exact_on_every_zoo_model(name, tmp_path):
+    """Whatever the architecture (skips, unpooling, upsampling), the rewrite keeps the network."""
+    path = tiny_onnx(tmp_path / f"{name}.onnx", name)
+    model = onnx.load(str(path))
+    meta = read_meta(model, where=str(path))
+    feeds = [{"input": normalize(random_frames(1, meta.input_size, seed=s), meta.mean, meta.std)}
+             for s in range(3)]
+    eq = onnx.ModelProto()
+    eq.CopyFrom(model)
+    equalize(eq, activation_ranges(eq, feeds))
+    before, after = _run(model, feeds), _run(eq, feeds)
+    assert np.abs(before - after).max() <= 1e-4 * max(1.0, np.abs(before).max()), name
