@@ -21,16 +21,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .onnx_graph import links
+from .onnx_graph import attr, links
 
 EPS = 1e-8
-
-
-def _attr(node, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def equalizable(model: onnx.ModelProto) -> list[tuple]:
@@ -51,12 +44,8 @@ def equalizable(model: onnx.ModelProto) -> list[tuple]:
         users = consumers.get(relu.output[0], [])
         if not users or any(p not in inits or uses[p] != 1 for p in params):
             continue
-        ok = True
-        for c in users:
-            if (c.op_type != "Conv" or c.input[0] != relu.output[0] or c.input[1] not in inits
-                    or uses[c.input[1]] != 1):
-                ok = False
-        if ok:
+        if all(c.op_type == "Conv" and c.input[0] == relu.output[0] and c.input[1] in inits
+               and uses[c.input[1]] == 1 for c in users):
             found.append((conv1, relu, users))
     return found
 
@@ -66,19 +55,23 @@ def equalize(model: onnx.ModelProto, act_max: dict[str, np.ndarray]) -> int:
     output name to its per-channel maximum on calibration data. Returns the number rescaled."""
     g = model.graph
     init = {i.name: i for i in g.initializer}
-    arrays = {name: numpy_helper.to_array(t).copy() for name, t in init.items()}
+    arrays: dict[str, np.ndarray] = {}       # the weights and biases rescaled so far
+
+    def array(name: str) -> np.ndarray:
+        return arrays[name] if name in arrays else numpy_helper.to_array(init[name])
+
     done = 0
     for conv1, relu, users in equalizable(model):
         a = np.asarray(act_max.get(relu.output[0]), dtype=np.float64)
-        w1 = arrays[conv1.input[1]]
+        w1 = array(conv1.input[1])
         channels = w1.shape[0]
         if a.shape != (channels,):
             continue
         depthwise = []
         for c in users:
-            w2 = arrays[c.input[1]]
-            depthwise.append(_attr(c, "group", 1) == channels == w2.shape[0] and w2.shape[1] == 1)
-        if not all(dw or _attr(c, "group", 1) == 1 for dw, c in zip(depthwise, users)):
+            w2 = array(c.input[1])
+            depthwise.append(attr(c, "group", 1) == channels == w2.shape[0] and w2.shape[1] == 1)
+        if not all(dw or attr(c, "group", 1) == 1 for dw, c in zip(depthwise, users)):
             continue
         live = a > EPS
         if not live.any():
@@ -88,7 +81,7 @@ def equalize(model: onnx.ModelProto, act_max: dict[str, np.ndarray]) -> int:
         else:
             w_in = np.zeros(channels)
             for dw, c in zip(depthwise, users):
-                w2 = np.abs(arrays[c.input[1]])
+                w2 = np.abs(array(c.input[1]))
                 per_in = w2.reshape(channels, -1).max(1) if dw else w2.max(axis=(0, 2, 3))
                 w_in = np.maximum(w_in, per_in)
             s = np.sqrt(a / np.maximum(w_in, EPS))
@@ -97,14 +90,14 @@ def equalize(model: onnx.ModelProto, act_max: dict[str, np.ndarray]) -> int:
         shape = (channels,) + (1,) * (w1.ndim - 1)
         arrays[conv1.input[1]] = (w1 / s.reshape(shape)).astype(w1.dtype)
         if len(conv1.input) > 2:
-            arrays[conv1.input[2]] = (arrays[conv1.input[2]] / s).astype(w1.dtype)
+            arrays[conv1.input[2]] = (array(conv1.input[2]) / s).astype(w1.dtype)
         for dw, c in zip(depthwise, users):
-            w2 = arrays[c.input[1]]
+            w2 = array(c.input[1])
             view = (channels, 1, 1, 1) if dw else (1, channels, 1, 1)
             arrays[c.input[1]] = (w2 * s.reshape(view)).astype(w2.dtype)
         done += 1
-    for name, t in init.items():
-        t.CopyFrom(numpy_helper.from_array(arrays[name], name))
+    for name, value in arrays.items():
+        init[name].CopyFrom(numpy_helper.from_array(value, name))
     return done
 
 

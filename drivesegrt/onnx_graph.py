@@ -1,4 +1,4 @@
-"""Walking an ONNX graph: who produces and who reads each tensor."""
+"""Walking an ONNX graph: who produces and who reads each tensor, and node attributes."""
 from __future__ import annotations
 
 import onnx
@@ -13,3 +13,12 @@ def links(graph: onnx.GraphProto) -> tuple[dict, dict]:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     return producer, consumers
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name`` (strings decoded), or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            v = onnx.helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from .onnx_graph import attr, links
 from .onnx_meta import load_onnx
 
 OPS_FILE = Path(__file__).with_name("trt_ops.json")
@@ -67,24 +68,12 @@ class _Graph:
                     if a.name == "value":
                         self.constants[node.output[0]] = a.t
                         self.types[node.output[0]] = a.t.data_type
-        self.producer = {o: n for n in g.node for o in n.output if o}
+        self.producer, self.consumers = links(g)
         self.io = {vi.name for vi in list(g.input) + list(g.output)}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
 
     def value(self, name: str) -> np.ndarray | None:
         t = self.constants.get(name)
         return None if t is None else numpy_helper.to_array(t)
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            v = onnx.helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
 
 
 def _check_node(node: onnx.NodeProto, label: str, rule: dict, graph: _Graph) -> list[str]:
@@ -98,19 +87,19 @@ def _check_node(node: onnx.NodeProto, label: str, rule: dict, graph: _Graph) -> 
             problems.append(f"{label}: input type {tname} not supported "
                             f"(TensorRT: {', '.join(rule['types'])})")
     for name, spec in rule.get("attributes", {}).items():
-        value = _attr(node, name, spec["default"])
+        value = attr(node, name, spec["default"])
         if value not in spec["allowed"]:
             problems.append(f"{label}: {name}={value!r} not supported (TensorRT: "
                             f"{', '.join(map(str, spec['allowed']))})")
     for name in rule.get("forbidden_attributes", ()):
-        if _attr(node, name) is not None:
+        if attr(node, name) is not None:
             problems.append(f"{label}: attribute {name} not supported")
     for name in rule.get("ones_attributes", ()):
-        value = _attr(node, name)
+        value = attr(node, name)
         if value and any(v != 1 for v in value):
             problems.append(f"{label}: {name}={list(value)} not supported (must be all ones)")
     if "spatial_dims" in rule:
-        kernel = _attr(node, "kernel_shape")
+        kernel = attr(node, "kernel_shape")
         if kernel is not None and len(kernel) not in rule["spatial_dims"]:
             problems.append(f"{label}: {len(kernel)}D pooling not supported (2D or 3D only)")
     if "max_outputs" in rule:
