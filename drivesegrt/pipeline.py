@@ -12,8 +12,10 @@ error on one frame is logged and the frame counted in ``frames_failed`` (the run
 ``max_consecutive_failures`` in a row abort with :class:`InferenceError`. Stopping:
 end of stream, ``max_frames``, or ``stop()`` (Ctrl-C/SIGTERM, wired in run.py) stop the
 capture and let the frames already queued drain through publish; ``close`` of the sinks then
-finalizes the outputs. An exception in any stage aborts the others (no thread waits forever on
-a queue nobody serves) and is re-raised by :meth:`Pipeline.run` after the sinks are closed.
+finalizes the outputs. An exception in the infer stage stops the capture and lets the frames
+already inferred drain through publish (none is lost); an exception in publish aborts the others
+(no thread waits forever on a queue nobody serves). Either is re-raised by :meth:`Pipeline.run`
+after the sinks are closed.
 """
 from __future__ import annotations
 
@@ -144,7 +146,9 @@ class Pipeline:
                 if not self._put(out_q, frame):
                     break
         except BaseException as e:
-            self._fail(e)
+            # Frames already inferred are still published (drain), then the error is raised.
+            self._errors.append(e)
+            self._stop_capture()
         finally:
             self._put(out_q, _END)
 

@@ -87,6 +87,27 @@ def test_engine_failing_every_frame_aborts_and_finalizes_video(engine, tmp_path)
                 and t.is_alive()]
 
 
+def test_engine_abort_still_publishes_frames_already_inferred(engine, tmp_path):
+    """A slow sink leaves inferred frames queued when the engine gives up: they are kept."""
+    class SlowSink(VideoSink.__mro__[1]):
+        name = "slow"
+
+        def __init__(self):
+            self.indices = []
+
+        def write(self, frame):
+            time.sleep(0.05)
+            self.indices.append(frame.index)
+
+    sink = SlowSink()
+    p = build(SlowEngine(engine, fail_from=9), "synthetic:?w=160&h=120&frames=40", [sink],
+              queue_size=6, max_consecutive_failures=2)
+    with pytest.raises(InferenceError, match="2 frames in a row failed"):
+        p.run()
+    assert sink.indices == list(range(8))
+    assert (p.stats.frames_out, p.stats.frames_failed) == (8, 2)
+
+
 def test_sink_error_aborts_cleanly(engine):
     class BrokenSink(VideoSink.__mro__[1]):
         name = "broken"
