@@ -146,10 +146,10 @@ def _require(ok: bool, key: str, msg: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     path: str = ""                     # "" = the bundled drivesegrt/weights/mobileseg_camvid.pt
-    backend: typing.Literal["torch", "onnxruntime", "tensorrt"] = "onnxruntime"
+    backend: typing.Literal["torch", "onnxruntime", "openvino", "tensorrt"] = "onnxruntime"
     device: str = "cpu"                # cpu | cuda | cuda:N
     input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size
-    threads: int = 0                   # torch intra-op threads; 0 = torch's default
+    threads: int = 0                   # engine threads (torch, ORT intra-op, OpenVINO); 0 = default
     fp16: bool = True                  # CUDA, torch backend: fp16 (channels_last always)
     cuda_graphs: bool = False          # CUDA, torch backend: replay a captured CUDA graph
 

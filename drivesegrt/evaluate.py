@@ -33,7 +33,7 @@ def add_arguments(p):
                         f"the reference); default: the bundled {DEFAULT_MODEL.name}")
     p.add_argument("--backend", action="append", choices=list(BACKENDS),
                    help="once for all models or once per --model, in order (an ONNX file needs "
-                        "onnxruntime or tensorrt); default: torch (the bundled checkpoint)")
+                        "onnxruntime, openvino or tensorrt); default: torch (the bundled checkpoint)")
     p.add_argument("--data", required=True, help="dataset root (CamVid SegNet layout or "
                                                  "Cityscapes leftImg8bit/gtFine)")
     p.add_argument("--split", default="test")

@@ -21,11 +21,12 @@ from pathlib import Path
 from .config import RunConfig, load_dataclass, to_dict
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-# The bundled CamVid model per backend: the checkpoint for torch; for ONNX Runtime/TensorRT its
+# The bundled CamVid model per backend: the checkpoint for torch; for ONNX Runtime/OpenVINO/TensorRT its
 # export with normalization in the graph (uint8 frames in, logits out; tests/test_weights.py
 # checks that it matches the checkpoint).
 BUNDLED = {"torch": WEIGHTS / "mobileseg_camvid.pt",
            "onnxruntime": WEIGHTS / "mobileseg_camvid.onnx",
+           "openvino": WEIGHTS / "mobileseg_camvid.onnx",
            "tensorrt": WEIGHTS / "mobileseg_camvid.onnx"}
 
 
@@ -33,8 +34,8 @@ def add_arguments(p) -> None:
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
     p.add_argument("--model", help="model file (default: the bundled mobileseg_camvid .onnx for "
-                   "onnxruntime/tensorrt, .pt for torch)")
-    p.add_argument("--backend", help="torch | onnxruntime | tensorrt (default: onnxruntime)")
+                   "onnxruntime/openvino/tensorrt, .pt for torch)")
+    p.add_argument("--backend", help="torch | onnxruntime | openvino | tensorrt (default: onnxruntime)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
     p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
@@ -104,6 +105,8 @@ def load_segmenter(cfg: RunConfig):
         if m.device.startswith("cuda") else {}
     if m.backend == "onnxruntime" and m.threads:
         options["intra_op_threads"] = m.threads
+    if m.backend == "openvino" and m.threads:
+        options["threads"] = m.threads
     try:
         engine = load_engine(m.backend, str(path), device=m.device, **options)
     except ImportError as e:

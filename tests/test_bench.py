@@ -14,7 +14,8 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt", input_size=(64, 96))
     out = tmp_path / "bench"
     r = run_cli("bench", "--model", str(ckpt), "--video", str(CAMVID_CLIP),
-                "--runtimes", "torch,onnxruntime,tensorrt", "--resolutions", "64x96",
+                "--runtimes", "torch,onnxruntime,openvino,openvino-uint8,tensorrt",
+                "--calib-data", str(shared_data / "camvid"), "--resolutions", "64x96",
                 "--batches", "1,2", "--pipeline-backends", "onnxruntime", "--frames", "6",
                 "--min-seconds", "0.05", "--out", str(out), "--json", str(tmp_path / "b.json"),
                 "--run-arg=--max-frames=6", timeout=600)
@@ -22,7 +23,7 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
     results = json.loads((tmp_path / "b.json").read_text())
     assert results["machine"]["cores"] >= 1 and results["peak_gflops"] > 0
     rows = {(e["runtime"], e["batch"]): e for e in results["engines"]}
-    for runtime in ("torch", "onnxruntime"):
+    for runtime in ("torch", "onnxruntime", "openvino", "openvino-uint8"):
         for batch in (1, 2):
             row = rows[(runtime, batch)]
             assert row["ms"]["p50"] > 0 and row["fps"] > 0
@@ -31,6 +32,10 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
             # speed-up over ORT fp32 timed alongside: p50 ratio, 1.0 for ORT itself
             assert abs(row["vs_onnxruntime"] * row["ms"]["p50"]
                        - rows[("onnxruntime", batch)]["ms"]["p50"]) < 1e-6
+        # an int8 row is also compared with its own runtime's fp32, timed alongside
+        assert abs(rows[("openvino-uint8", batch)]["vs_own_fp32"] * rows[("openvino-uint8", batch)]
+                   ["ms"]["p50"] - rows[("openvino", batch)]["ms"]["p50"]) < 1e-6
+        assert "vs_own_fp32" not in rows[("openvino", batch)]
     # no tensorrt here: recorded as skipped with the reason, not silently dropped
     trt = rows[("tensorrt", 1)]
     assert "skipped" in trt or trt["fps"] > 0
@@ -43,7 +48,7 @@ def test_bench_tiny_writes_json_markdown_and_plots(tmp_path, shared_data):
     assert "onnxruntime pipeline/naive" in results["ratios"]
     md = (out / "results.md").read_text()
     assert "| onnxruntime | 64x96 | 1 |" in md and "Naive sequential loop" in md
-    assert "x ORT fp32" in md and "| 1.00 |" in md
+    assert "x ORT fp32 | x own fp32" in md and "| 1.00 |" in md
     for png in ("throughput.png", "stages.png", "latency_hist.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 

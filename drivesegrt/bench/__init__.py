@@ -33,7 +33,8 @@ def add_arguments(p):
     p.add_argument("--video", default="synthetic:?w=960&h=540&frames=300",
                    help="source for the end-to-end and naive runs")
     p.add_argument("--runtimes", default="torch,onnxruntime,onnxruntime-int8,onnxruntime-uint8,"
-                                         "opencv-dnn,tensorrt",
+                                         "openvino,openvino-int8,openvino-uint8,opencv-dnn,"
+                                         "tensorrt",
                    help=f"engine-only runtimes, comma-separated, from {','.join(RUNTIMES)}")
     p.add_argument("--resolutions", default="360x480,512x1024,720x1280")
     p.add_argument("--batches", default="1,4")
@@ -85,7 +86,8 @@ def main(args) -> int:
                                        peak, args.min_seconds)
 
     for backend in [b for b in args.pipeline_backends.split(",") if b]:
-        model_path = str(art.onnx(uint8_input=True)) if backend == "onnxruntime" else args.model
+        model_path = (str(art.onnx(uint8_input=True)) if backend in ("onnxruntime", "openvino")
+                      else args.model)
         print(f"end to end ({backend}) on {args.video} ...")
         summary = run_pipeline(args.video, model_path, backend, out / f"run_{backend}",
                                args.frames, args.run_arg)

@@ -2,8 +2,10 @@
 
 Runtimes: ``torch`` (eager), ``torch-compile`` (torch.compile / inductor), ``onnxruntime``
 (fp32), ``onnxruntime-int8`` (Q/DQ from ``drivesegrt calibrate``, symmetric: the TensorRT recipe),
-``onnxruntime-uint8`` (``calibrate --activations uint8``: the CPU recipe), ``opencv-dnn`` (OpenCV's DNN
-module on the same ONNX, a peer runtime) and ``tensorrt`` when it is installed.
+``onnxruntime-uint8`` (``calibrate --activations uint8``: the CPU recipe), ``openvino``,
+``openvino-int8`` and ``openvino-uint8`` (the same three ONNX files on OpenVINO's CPU plugin),
+``opencv-dnn`` (OpenCV's DNN module on the same ONNX, a peer runtime) and ``tensorrt`` when it
+is installed.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 RUNTIMES = ("torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-uint8",
-            "opencv-dnn", "tensorrt")
+            "openvino", "openvino-int8", "openvino-uint8", "opencv-dnn", "tensorrt")
 
 
 class Unavailable(Exception):
@@ -90,11 +92,21 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
             with torch.inference_mode():
                 model(xt)
         return run
+    if runtime.startswith(("onnxruntime", "openvino")):
+        precision = runtime.partition("-")[2]
+        path = art.int8(precision) if precision else art.onnx()
+    if runtime.startswith("openvino"):
+        from ..engines.openvino_engine import OpenVinoEngine
+
+        try:
+            engine = OpenVinoEngine.load(str(path), threads=threads)
+        except ImportError:
+            raise Unavailable("openvino is not installed") from None
+        engine.infer(x)                                    # compile for this shape
+        return lambda: engine.infer(x)
     if runtime.startswith("onnxruntime"):
         import onnxruntime as ort
 
-        path = {"onnxruntime": art.onnx, "onnxruntime-int8": lambda: art.int8("int8"),
-                "onnxruntime-uint8": lambda: art.int8("uint8")}[runtime]()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         # as the pipeline's engine does; spinning workers would also steal the core from the
@@ -169,7 +181,8 @@ def time_interleaved(fns: dict, min_seconds: float, burst: int = 5, warmup: int 
 def bench_engines(art: Artifacts, runtimes, resolutions, batches, threads: int, gflops_fn,
                   peak_gflops: float, min_seconds: float, log=print) -> list[dict]:
     """One row per (runtime, resolution, batch): latency percentiles, FPS, GFLOP/s and the
-    speed-up over ONNX Runtime fp32 (``vs_onnxruntime``). At each resolution and batch the
+    speed-up over ONNX Runtime fp32 (``vs_onnxruntime``); int8 rows also over their own runtime's
+fp32 (``vs_own_fp32``: openvino-uint8 over openvino). At each resolution and batch the
     runtimes are timed interleaved (``time_interleaved``)."""
     rows = {}
     for hw in resolutions:
@@ -193,6 +206,9 @@ def bench_engines(art: Artifacts, runtimes, resolutions, batches, threads: int, 
                            efficiency=gflops * fps / peak_gflops if peak_gflops else None)
                 if "onnxruntime" in stats:     # timed alongside, so the ratio is fair
                     row["vs_onnxruntime"] = stats["onnxruntime"]["p50"] / st["p50"]
+                fp32 = runtime.partition("-")[0]   # openvino-uint8 -> openvino
+                if fp32 != runtime and fp32 in stats:
+                    row["vs_own_fp32"] = stats[fp32]["p50"] / st["p50"]
                 log(f"  {runtime:<17} {row['resolution']:>9} b{batch}: p50 {st['p50']:.2f} ms"
                     f"  {fps:.1f} img/s  {gflops * fps:.1f} GFLOP/s")
     # rows grouped by runtime, as before

@@ -20,17 +20,19 @@ def markdown(results: dict) -> str:
              f"{results['peak_gflops']:.1f} GFLOP/s.", ""]
     lines += ["### Engine only", "",
               "| runtime | input HxW | batch | p50 ms | p95 ms | p99 ms | img/s | GFLOP/img | "
-              "GFLOP/s | of peak | x ORT fp32 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "GFLOP/s | of peak | x ORT fp32 | x own fp32 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["engines"]:
         if "skipped" in r:
             lines.append(f"| {r['runtime']} | {r['resolution']} | {r['batch']} | skipped: "
-                         f"{r['skipped']} ||||||||")
+                         f"{r['skipped']} |||||||||")
             continue
         ms = r["ms"]
         lines.append(f"| {r['runtime']} | {r['resolution']} | {r['batch']} | {ms['p50']:.2f} | "
                      f"{ms['p95']:.2f} | {ms['p99']:.2f} | {r['fps']:.1f} | "
                      f"{r['gflops_per_image']:.2f} | {r['achieved_gflops']:.1f} | "
-                     f"{100 * r['efficiency']:.1f} % | {_fmt(r.get('vs_onnxruntime'))} |")
+                     f"{100 * r['efficiency']:.1f} % | {_fmt(r.get('vs_onnxruntime'))} | "
+                     f"{_fmt(r.get('vs_own_fp32'))} |")
     if results.get("pipelines"):
         lines += ["", "### End to end (`drivesegrt run`)", "",
                   "| backend | source | frames in/out/dropped | FPS | latency p50/p95/p99 ms | "

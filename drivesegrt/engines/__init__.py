@@ -5,10 +5,11 @@ import importlib
 
 from .base import Engine, EngineSpec
 
-# name -> "module:Class"; modules are imported only when chosen (tensorrt is optional).
+# name -> "module:Class"; modules are imported only when chosen (openvino and tensorrt are optional).
 BACKENDS = {
     "torch": "drivesegrt.engines.torch_engine:TorchEngine",
     "onnxruntime": "drivesegrt.engines.onnxruntime_engine:OnnxRuntimeEngine",
+    "openvino": "drivesegrt.engines.openvino_engine:OpenVinoEngine",
     "tensorrt": "drivesegrt.engines.tensorrt_engine:TensorRTEngine",
 }
 

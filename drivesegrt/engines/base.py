@@ -18,7 +18,7 @@ from ..meta import ModelMeta
 
 @dataclass(frozen=True)
 class EngineSpec:
-    backend: str            # torch | onnxruntime | tensorrt
+    backend: str            # torch | onnxruntime | openvino | tensorrt
     meta: ModelMeta         # class names, palette, input size, mean/std, input_format, output
     device: str             # cpu | cuda[:N]
     precision: str          # fp32 | fp16 | int8
