@@ -294,15 +294,17 @@ def add_arguments(p) -> None:
     p.add_argument("--video-frames", type=int, default=20,
                    help="evenly spaced frames taken from --video (default 20)")
     p.add_argument("--activations", choices=["int8", "uint8"], default="int8",
-                   help="int8: symmetric, for TensorRT (default); uint8: asymmetric, ONNX "
-                        "Runtime's faster x86 CPU kernels (TensorRT cannot build it)")
+                   help="int8: symmetric, for TensorRT (default); uint8: asymmetric, the x86 "
+                        "CPU recipe for ONNX Runtime's and OpenVINO's faster u8 kernels "
+                        "(TensorRT cannot build it)")
     p.add_argument("--no-equalize", dest="equalize", action="store_false",
                    help="skip activation equalization (on by default: exact in fp32, evens "
                         "the per-channel ranges that per-tensor int8 scales share)")
     p.add_argument("--narrow-float", type=int, default=None, metavar="N",
                    help="keep convolutions writing fewer than N channels in fp32 (default: "
                         f"{NARROW_CHANNELS} with --activations uint8, where ONNX Runtime's int8 "
-                        "kernels are slower there; 0 otherwise)")
+                        "kernels are slower there; 0 otherwise; for OpenVINO use 0: its int8 "
+                        "kernels are fast on narrow layers too)")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 

@@ -46,7 +46,7 @@ def test_remap_choices_are_the_label_sets():
 
 
 @pytest.mark.parametrize("data, match", [
-    ({"model": {"backend": "tflite"}}, r"model.backend.*allowed: 'torch', 'onnxruntime', 'tensorrt'"),
+    ({"model": {"backend": "tflite"}}, r"model.backend.*allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt'"),
     ({"postprocess": {"filter": "cubic"}}, r"postprocess.filter.*allowed: 'linear', 'point'"),
     ({"preprocess": {"resize": "crop"}}, r"preprocess.resize.*allowed: 'stretch', 'letterbox'"),
     ({"overlay": {"alpha": 1.5}}, r"overlay.alpha.*\[0, 1\]"),

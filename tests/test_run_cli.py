@@ -104,7 +104,7 @@ def _garbage(tmp_path, name, data=b"\x00\x01garbage" * 100):
     ("garbage_model", "not a readable drivesegrt checkpoint"),
     ("class_mismatch", "weights do not match architecture"),
     ("input_mismatch", "model.input_size"),
-    ("backend", "model.backend.*allowed: 'torch', 'onnxruntime', 'tensorrt'"),
+    ("backend", "model.backend.*allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt'"),
     ("config", "unknown config key postprocess.'filtr'"),
     ("config_value", "postprocess.filter.*allowed: 'linear', 'point'"),
     ("output", "output directory .* is not writable"),

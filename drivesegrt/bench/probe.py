@@ -45,6 +45,11 @@ def machine_info() -> dict:
         info["versions"]["tensorrt"] = tensorrt.__version__
     except ImportError:
         info["versions"]["tensorrt"] = None
+    try:
+        import openvino
+        info["versions"]["openvino"] = openvino.get_version().split("-")[0]
+    except ImportError:
+        info["versions"]["openvino"] = None
     return info
 
 

@@ -16,6 +16,7 @@ def markdown(results: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, GPU: "
              f"{m['gpu']['name'] if m['gpu'] else 'none'}; {m['date']}; "
              f"torch {m['versions']['torch']}, onnxruntime {m['versions']['onnxruntime']}, "
+             f"openvino {m['versions'].get('openvino') or 'not installed'}, "
              f"opencv {m['versions']['opencv']}. Matmul peak (fp32, measured): "
              f"{results['peak_gflops']:.1f} GFLOP/s.", ""]
     lines += ["### Engine only", "",
