@@ -1,6 +1,8 @@
 """OpenVinoEngine: same ONNX files and I/O formats as ONNX Runtime, checked against torch and ORT."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -116,3 +118,12 @@ def test_cli_run_and_eval_with_openvino(shared_data, tmp_path, capsys):
     assert rc == 0
     agreement = next(line for line in table.splitlines() if line.startswith("agreement vs 1st"))
     assert [float(v) for v in agreement.split()[-2:]][1] >= 99.99    # OpenVINO vs ORT fp32
+
+
+def test_missing_openvino_is_one_line_exit_2(monkeypatch, capsys, shared_data):
+    monkeypatch.setitem(sys.modules, "openvino", None)       # as if not installed
+    rc = cli.main(["eval", "--model", str(BUNDLED["openvino"]), "--backend", "openvino",
+                   "--data", str(shared_data / "camvid"), "--max-images", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "OpenVINO is not installed (pip install 'drivesegrt[openvino]')" in err

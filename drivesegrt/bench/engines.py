@@ -103,12 +103,13 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
         narrow = 0 if runtime == "openvino-uint8" else None
         path = art.int8(precision, narrow) if precision else art.onnx()
     if runtime.startswith("openvino"):
+        import importlib.util
+
         from ..engines.openvino_engine import OpenVinoEngine
 
-        try:
-            engine = OpenVinoEngine.load(str(path), threads=threads)
-        except ImportError:
-            raise Unavailable("openvino is not installed") from None
+        if importlib.util.find_spec("openvino") is None:
+            raise Unavailable("openvino is not installed")
+        engine = OpenVinoEngine.load(str(path), threads=threads)
         engine.infer(x)                                    # compile for this shape
         return lambda: engine.infer(x)
     if runtime.startswith("onnxruntime"):

@@ -23,6 +23,7 @@ from .base import Engine, EngineSpec
 
 INPUT_DTYPES = {"float_nchw": np.float32, "uint8_nhwc_bgr": np.uint8}
 KEEP_SHAPES = 4          # compiled models kept for different batch shapes
+NOT_INSTALLED = "OpenVINO is not installed (pip install 'drivesegrt[openvino]')"
 
 
 class OpenVinoEngine(Engine):
@@ -48,8 +49,10 @@ class OpenVinoEngine(Engine):
         if device != "cpu":
             raise ValueError(f"openvino engine: device {device!r} is not supported (cpu only; "
                              f"use --backend onnxruntime or tensorrt on CUDA)")
-        import openvino as ov
-
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ValueError(NOT_INSTALLED) from None
         meta = read_meta(load_onnx(path), where=str(path))
         if meta.input_format not in INPUT_DTYPES:
             raise ValueError(f"{path}: unknown input_format {meta.input_format!r}")
