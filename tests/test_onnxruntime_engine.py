@@ -57,19 +57,22 @@ def test_cuda_request_without_cuda_ep_falls_back_to_cpu(exported):
         assert eng.spec.providers == ("CPUExecutionProvider",) and eng.spec.device == "cpu"
 
 
-def test_errors_name_the_file(tmp_path, exported):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_errors_name_the_file(tmp_path, exported, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason="openvino not installed")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        load_engine("onnxruntime", tmp_path / "missing.onnx")
+        load_engine(backend, tmp_path / "missing.onnx")
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(b"\x00not an onnx file")
     with pytest.raises(ValueError, match="corrupt.onnx"):
-        load_engine("onnxruntime", bad)
+        load_engine(backend, bad)
     _, _, d = exported
     proto = onnx.load(str(d / "logits.onnx"))
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
     with pytest.raises(ValueError, match="bare.onnx.*no drivesegrt metadata"):
-        load_engine("onnxruntime", bare)
+        load_engine(backend, bare)
     with pytest.raises(ValueError, match="unknown options"):
-        load_engine("onnxruntime", d / "logits.onnx", colour="blue")
+        load_engine(backend, d / "logits.onnx", colour="blue")
