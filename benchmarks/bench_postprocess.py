@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivesegrt.postprocess import Postprocessor, _band_cells, _expand, _tables  # noqa: E402
+from drivesegrt.infer.postprocess import Postprocessor, _band_cells, _expand, _tables  # noqa: E402
 from drivesegrt.preprocess import Geometry  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / \
@@ -40,7 +40,7 @@ def timed(fn, iters):
 def model_logits(path, frame_hw):
     import cv2
 
-    from drivesegrt.checkpoint import load_model
+    from drivesegrt.models.checkpoint import load_model
     from drivesegrt.preprocess import preprocess
 
     model, meta = load_model(path)

@@ -60,10 +60,10 @@ def model_path(arg: str | None, workdir: Path) -> Path:
         return BUNDLED
     import torch
 
-    from drivesegrt.checkpoint import save_checkpoint
     from drivesegrt.labels import CAMVID11
     from drivesegrt.meta import ModelMeta
     from drivesegrt.models import build_model
+    from drivesegrt.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     path = workdir / "mobileseg_random.pt"
@@ -126,10 +126,10 @@ def segmenter_run(seg, frames: list[np.ndarray], iters: int):
 
 
 def pipeline_fps(seg, video: Path, workdir: Path, frames: int) -> float:
+    from drivesegrt.capture import open_source
     from drivesegrt.pipeline import Pipeline
-    from drivesegrt.sinks import JsonlSink
-    from drivesegrt.sources import open_source
-    from drivesegrt.visualize import Overlay
+    from drivesegrt.publish.overlay import Overlay
+    from drivesegrt.publish.sinks import JsonlSink
 
     source = open_source(str(video))
     try:
@@ -142,7 +142,7 @@ def pipeline_fps(seg, video: Path, workdir: Path, frames: int) -> float:
 
 def cpu_pre_post_ms(path: Path, size, frames: list[np.ndarray]):
     from drivesegrt.engines import load_engine
-    from drivesegrt.segmenter import Segmenter
+    from drivesegrt.infer.segmenter import Segmenter
     from drivesegrt.timing import StageStats
 
     engine = load_engine("torch", str(path), device="cpu")
@@ -157,8 +157,8 @@ def cpu_pre_post_ms(path: Path, size, frames: list[np.ndarray]):
 def bench_size(args, path: Path, size, frames, video: Path, workdir: Path) -> dict:
     import torch
 
-    from drivesegrt.cuda_segmenter import CudaSegmenter, cuda_engine_options
     from drivesegrt.engines import load_engine
+    from drivesegrt.infer.cuda.segmenter import CudaSegmenter, cuda_engine_options
 
     opts = cuda_engine_options("torch", not args.fp32, args.cuda_graphs)
     engine = load_engine("torch", str(path), device="cuda", **opts)

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from drivesegrt.data.splits import open_split  # noqa: E402
-from drivesegrt.metrics import confusion_matrix, scores  # noqa: E402
+from drivesegrt.train.metrics import confusion_matrix, scores  # noqa: E402
 
 
 def main() -> int:

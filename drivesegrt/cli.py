@@ -14,14 +14,14 @@ import sys
 # command -> (module, one-line help)
 COMMANDS = {
     "run": ("drivesegrt.run", "segment a video, image folder, camera, stream or synthetic: source"),
-    "eval": ("drivesegrt.evaluate", "score models/backends on a labelled dataset split (mIoU)"),
-    "train": ("drivesegrt.train", "train a model from a config file"),
-    "export": ("drivesegrt.export", "export a checkpoint to ONNX (+ TensorRT op check)"),
-    "build": ("drivesegrt.trt_build", "build (or reuse) a TensorRT engine from ONNX"),
-    "calibrate": ("drivesegrt.quantize", "INT8 post-training quantization to a Q/DQ ONNX"),
+    "eval": ("drivesegrt.train.evaluate", "score models/backends on a labelled dataset split (mIoU)"),
+    "train": ("drivesegrt.train.train", "train a model from a config file"),
+    "export": ("drivesegrt.deploy.export", "export a checkpoint to ONNX (+ TensorRT op check)"),
+    "build": ("drivesegrt.deploy.trt_build", "build (or reuse) a TensorRT engine from ONNX"),
+    "calibrate": ("drivesegrt.deploy.quantize", "INT8 post-training quantization to a Q/DQ ONNX"),
     "bench": ("drivesegrt.bench", "benchmark engines and the end-to-end pipeline"),
     "data": ("drivesegrt.data.download", "download datasets; compute class weights"),
-    "replay": ("drivesegrt.replay", "serve a recorded drive as a live network stream"),
+    "replay": ("drivesegrt.capture.replay", "serve a recorded drive as a live network stream"),
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,

@@ -24,12 +24,12 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from .capture import Source, open_reader
 from .frame import STAGES, Frame
-from .segmenter import Segmenter, segment_frames
-from .sinks import JsonlSink, Sink
-from .sources import Source, open_reader
+from .infer.segmenter import Segmenter, segment_frames
+from .publish.overlay import Overlay
+from .publish.sinks import JsonlSink, Sink
 from .timing import RateMeter, StageStats, ms_since, now, percentiles
-from .visualize import Overlay
 
 _END = object()
 

@@ -92,9 +92,9 @@ def prepare_output(output: str | None) -> Path:
 
 
 def load_segmenter(cfg: RunConfig):
-    from .cuda_segmenter import cuda_engine_options
     from .engines import load_engine
-    from .segmenter import make_segmenter
+    from .infer.cuda.segmenter import cuda_engine_options
+    from .infer.segmenter import make_segmenter
 
     path = Path(cfg.model.path) if cfg.model.path else BUNDLED[cfg.model.backend]
     if cfg.model.threads:
@@ -118,8 +118,8 @@ def load_segmenter(cfg: RunConfig):
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):
-    from .sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
-    from .view import ViewSink
+    from .publish.sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
+    from .publish.view import ViewSink
 
     sinks = []
     if cfg.sinks.view:        # first: a busy port fails before any writer process starts
@@ -174,11 +174,12 @@ class _SignalStop:
 
 
 def main(args) -> int:
+    from .capture import open_source, quiet_decoder_logs
+    from .capture.reconnect import Backoff
+    from .files import write_json
     from .pipeline import InferenceError, Pipeline
-    from .sinks import OutputError, write_json
-    from .sources import open_source, quiet_decoder_logs
-    from .stream import Backoff
-    from .visualize import Overlay
+    from .publish.overlay import Overlay
+    from .publish.sinks import OutputError
 
     cfg = load_run_config(args)
     if not getattr(args, "verbose", False):

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import torch
 
-from drivesegrt.checkpoint import save_checkpoint
 from drivesegrt.labels import CAMVID11, LabelSet
 from drivesegrt.meta import ModelMeta
 from drivesegrt.models import TINY_KWARGS, build_model
+from drivesegrt.models.checkpoint import save_checkpoint
 
 # Cityscapes label ids written by make_cityscapes and the train ids they must become
 CS_IDS = np.array([[7, 8, 11, 26], [0, 23, 24, 33], [3, 29, 19, 20]], np.uint8)

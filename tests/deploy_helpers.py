@@ -52,7 +52,7 @@ def camvid_images(n: int) -> list[Path]:
 
 def tiny_onnx(path: Path, name: str = "mobileseg", **export_options) -> Path:
     """Export the tiny random-weight ``name`` to ``path`` (export_onnx options) and return it."""
-    from drivesegrt.export import export_onnx
+    from drivesegrt.deploy.export import export_onnx
 
     model, meta = tiny_model(name)
     export_onnx(model, meta, path, **export_options)

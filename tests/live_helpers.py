@@ -8,8 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-from drivesegrt.replay import free_port  # noqa: F401  (re-exported for the tests)
 from pipeline_helpers import ROOT
+
+from drivesegrt.capture.replay import free_port  # noqa: F401  (re-exported for the tests)
 
 
 class LiveRun:

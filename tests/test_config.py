@@ -4,11 +4,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from pipeline_helpers import ROOT
 
 from drivesegrt.config import RunConfig, load_dataclass
 from drivesegrt.labels import LABEL_SETS
-
-from pipeline_helpers import ROOT
 
 
 def _leaf_keys(obj, prefix=""):

@@ -15,23 +15,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import HIGHWAY_CLIP
-from drivesegrt.cuda_postprocess import DeviceOverlay, DevicePostprocessor
-from drivesegrt.cuda_preprocess import DevicePreprocessor, FrameUploader
-from drivesegrt.cuda_segmenter import CudaSegmenter
+from pipeline_helpers import make_tiny_checkpoint, read_jsonl, read_summary, run_cli
+
+from drivesegrt.capture import open_source
 from drivesegrt.engines import load_engine
+from drivesegrt.infer.cuda.postprocess import DeviceOverlay, DevicePostprocessor
+from drivesegrt.infer.cuda.preprocess import DevicePreprocessor, FrameUploader
+from drivesegrt.infer.cuda.segmenter import CudaSegmenter
+from drivesegrt.infer.postprocess import Postprocessor
+from drivesegrt.infer.segmenter import Segmenter, make_segmenter, segment_frames
 from drivesegrt.labels import CAMVID11, remap_table
 from drivesegrt.pipeline import Pipeline
-from drivesegrt.postprocess import Postprocessor
 from drivesegrt.preprocess import Geometry, letterbox_box, preprocess
-from drivesegrt.segmenter import Segmenter, make_segmenter, segment_frames
-from drivesegrt.sinks import JsonlSink
-from drivesegrt.sources import open_source
+from drivesegrt.publish.overlay import Overlay
+from drivesegrt.publish.sinks import JsonlSink
 from drivesegrt.timing import StageTimer
-from drivesegrt.visualize import Overlay
-
-from pipeline_helpers import make_tiny_checkpoint, read_jsonl, read_summary, run_cli
 
 HAVE_CUDA = torch.cuda.is_available()
 needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not HAVE_CUDA, reason="no CUDA device")]

@@ -4,11 +4,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CAMVID
 from data_helpers import CS_IDS, CS_TRAIN, make_camvid, make_cityscapes
+
 from drivesegrt.data.camvid import SegmentationDataset, camvid_pairs, read_label
-from drivesegrt.data.cityscapes import cityscapes_pairs, label_id_lut, read_cityscapes_label
+from drivesegrt.data.cityscapes import (
+    cityscapes_pairs,
+    label_id_lut,
+    read_cityscapes_label,
+)
 from drivesegrt.data.class_weights import median_frequency_weights
 from drivesegrt.data.splits import detect_dataset, open_split
 from drivesegrt.data.transforms import TrainTransform, photometric_jitter

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import CAMVID
 from data_helpers import make_camvid
+
 from drivesegrt import cli
 from drivesegrt.data.download import SEGNET_CAMVID_WEIGHTS, parse_split_list
 

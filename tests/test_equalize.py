@@ -1,4 +1,4 @@
-"""Activation equalization (drivesegrt.equalize): exact in fp32, even ranges after, safe patterns."""
+"""Activation equalization (drivesegrt.deploy.equalize): exact in fp32, even ranges after, safe patterns."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from deploy_helpers import CAMVID_TEST, random_frames, tiny_onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy_helpers import CAMVID_TEST, random_frames, tiny_onnx
-from drivesegrt.equalize import activation_ranges, equalizable, equalize
+from drivesegrt.deploy.equalize import activation_ranges, equalizable, equalize
+from drivesegrt.deploy.onnx_meta import read_meta
 from drivesegrt.models import available_models
-from drivesegrt.onnx_meta import read_meta
 from drivesegrt.preprocess import normalize
 
 CAMVID_ROOT = CAMVID_TEST.parent
@@ -103,9 +103,9 @@ def test_equalization_recovers_int8_accuracy_on_the_bundled_model(tmp_path):
     """Real weights, real CamVid frames: symmetric int8 with equalization agrees with fp32 on
     more pixels than without it (all 233 test images: 96.99 % vs 94.98 %, calibration/README.md)."""
     import cv2
-
     from deploy_helpers import camvid_images
-    from drivesegrt.quantize import calibration_images, quantize_int8
+
+    from drivesegrt.deploy.quantize import calibration_images, quantize_int8
     from drivesegrt.run import BUNDLED
 
     fp32 = BUNDLED["onnxruntime"]                      # uint8 NHWC in, normalization in graph

@@ -7,13 +7,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import CAMVID
 from data_helpers import make_camvid, make_cityscapes, tiny_checkpoint
-from drivesegrt import cli, evaluate
+
+from drivesegrt import cli
 from drivesegrt.data.splits import open_split
 from drivesegrt.labels import CAMVID11, CITYSCAPES19
-from drivesegrt.train import evaluate as train_evaluate
+from drivesegrt.train import evaluate
+from drivesegrt.train.train import evaluate as train_evaluate
 
 N_IMAGES = 2
 
@@ -84,7 +85,7 @@ def test_several_models_one_table_with_agreement(ckpts, tmp_path, shared_data, c
 def test_agreement_is_the_fraction_of_identical_pixels(ckpts, shared_data):
     from drivesegrt.data.camvid import read_image
     from drivesegrt.engines import load_engine
-    from drivesegrt.segmenter import Segmenter
+    from drivesegrt.infer.segmenter import Segmenter
 
     entries = evaluate.plan_entries([str(c[0]) for c in ckpts], None)
     split = open_split(CAMVID, "test")
@@ -102,7 +103,7 @@ def test_agreement_is_the_fraction_of_identical_pixels(ckpts, shared_data):
 def test_torch_and_onnx_variants_in_one_table(ckpts, tmp_path, shared_data, capsys):
     """Issue 4 item 7: the checkpoint and its ONNX exports (fp32, fp16, uint8 input + argmax in
     the graph) scored through the same Segmenter, agreement vs the torch reference."""
-    from drivesegrt.export import export_onnx
+    from drivesegrt.deploy.export import export_onnx
 
     path, model, meta = ckpts[0]
     fp32, fp16, fused = tmp_path / "m.onnx", tmp_path / "m.fp16.onnx", tmp_path / "m.u8.onnx"

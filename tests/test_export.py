@@ -9,15 +9,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from deploy_helpers import camvid_images, random_frames, tiny_model, zoo_names
 from onnx import TensorProto, helper
 
-from deploy_helpers import camvid_images, random_frames, tiny_model, zoo_names
 from drivesegrt import cli
-from drivesegrt.checkpoint import save_checkpoint
-from drivesegrt.export import export_onnx
-from drivesegrt.onnx_meta import read_meta_file
+from drivesegrt.deploy.export import export_onnx
+from drivesegrt.deploy.onnx_meta import read_meta_file
+from drivesegrt.deploy.trt_check import check_tensorrt, load_rules
+from drivesegrt.models.checkpoint import save_checkpoint
 from drivesegrt.preprocess import normalize
-from drivesegrt.trt_check import check_tensorrt, load_rules
 
 
 def _run(path, x):

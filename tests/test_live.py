@@ -17,19 +17,24 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import CAMVID, HIGHWAY_CLIP
-from drivesegrt.engines import load_engine
-from drivesegrt.pipeline import Pipeline
-from drivesegrt.replay import ReplayServer
-from drivesegrt.segmenter import Segmenter
-from drivesegrt.sinks import JsonlSink, MaskSink, VideoSink
-from drivesegrt.sources import open_source
-from drivesegrt.visualize import Overlay
-
 from live_helpers import LiveRun, free_port
-from pipeline_helpers import (SlowEngine, make_tiny_checkpoint, read_jsonl, read_summary,
-                              run_cli, video_info)
+from pipeline_helpers import (
+    SlowEngine,
+    make_tiny_checkpoint,
+    read_jsonl,
+    read_summary,
+    run_cli,
+    video_info,
+)
+
+from drivesegrt.capture import open_source
+from drivesegrt.capture.replay import ReplayServer
+from drivesegrt.engines import load_engine
+from drivesegrt.infer.segmenter import Segmenter
+from drivesegrt.pipeline import Pipeline
+from drivesegrt.publish.overlay import Overlay
+from drivesegrt.publish.sinks import JsonlSink, MaskSink, VideoSink
 
 pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed"),
               pytest.mark.timeout(240)]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from drivesegrt.losses import SegLoss, cross_entropy, soft_dice_loss
+from drivesegrt.train.losses import SegLoss, cross_entropy, soft_dice_loss
 
 LN2 = math.log(2.0)
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from drivesegrt.metrics import confusion_matrix, scores
+from drivesegrt.train.metrics import confusion_matrix, scores
 
 
 def test_confusion_matrix_counts_rows_gt_cols_pred_and_skips_void():

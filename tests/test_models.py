@@ -18,8 +18,12 @@ from drivesegrt.models import MODELS, TINY_KWARGS, build_model
 from drivesegrt.models.fcn import FCN_UPSAMPLE
 from drivesegrt.models.realtime import UPSAMPLE_MODES as MOBILESEG_UPSAMPLE
 from drivesegrt.models.unet import UNET_UPSAMPLE
-from drivesegrt.models.upsample import (UPSAMPLE_MODES, Upsample, bed_of_nails_2x2,
-                                        max_unpool_2x2)
+from drivesegrt.models.upsample import (
+    UPSAMPLE_MODES,
+    Upsample,
+    bed_of_nails_2x2,
+    max_unpool_2x2,
+)
 
 NUM_CLASSES = 5
 ODD = (37, 51)          # not a multiple of any stride; 5 pools need >= 32 pixels

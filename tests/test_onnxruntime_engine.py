@@ -5,11 +5,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from deploy_helpers import random_frames, tiny_model
+
+from drivesegrt.deploy.export import export_onnx
 from drivesegrt.engines import load_engine
 from drivesegrt.engines.onnxruntime_engine import OnnxRuntimeEngine
-from drivesegrt.export import export_onnx
 from drivesegrt.preprocess import normalize
 
 

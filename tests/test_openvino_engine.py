@@ -6,17 +6,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import HIGHWAY_CLIP
 from deploy_helpers import camvid_images, random_frames, tiny_model
-from drivesegrt import cli
-from drivesegrt.engines import load_engine
-from drivesegrt.export import export_onnx
-from drivesegrt.preprocess import normalize
-from drivesegrt.quantize import quantize_int8
-from drivesegrt.run import BUNDLED
-
 from pipeline_helpers import read_summary
+
+from drivesegrt import cli
+from drivesegrt.deploy.export import export_onnx
+from drivesegrt.deploy.quantize import quantize_int8
+from drivesegrt.engines import load_engine
+from drivesegrt.preprocess import normalize
+from drivesegrt.run import BUNDLED
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install '.[openvino]')")
 

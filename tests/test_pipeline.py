@@ -7,15 +7,14 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from drivesegrt.engines import load_engine
-from drivesegrt.pipeline import InferenceError, Pipeline
-from drivesegrt.segmenter import Segmenter
-from drivesegrt.sinks import JsonlSink, VideoSink
-from drivesegrt.sources import open_source
-from drivesegrt.visualize import Overlay
-
 from pipeline_helpers import SlowEngine, make_tiny_checkpoint, read_jsonl, video_info
+
+from drivesegrt.capture import open_source
+from drivesegrt.engines import load_engine
+from drivesegrt.infer.segmenter import Segmenter
+from drivesegrt.pipeline import InferenceError, Pipeline
+from drivesegrt.publish.overlay import Overlay
+from drivesegrt.publish.sinks import JsonlSink, VideoSink
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from drivesegrt.labels import CAMVID11, remap_table
-from drivesegrt.postprocess import Postprocessor, labels_point, postprocess
-from drivesegrt.preprocess import Geometry, letterbox_box, normalize, resize
-
 from pipeline_helpers import make_tiny_checkpoint
+
+from drivesegrt.infer.postprocess import Postprocessor, labels_point, postprocess
+from drivesegrt.labels import CAMVID11, remap_table
+from drivesegrt.preprocess import Geometry, letterbox_box, normalize, resize
 
 
 def smooth_logits(c, h, w, seed=0):
@@ -53,9 +52,9 @@ def test_linear_matches_on_noisy_logits():
 def test_linear_matches_on_real_model_logits(tmp_path, shared_data):
     """A tiny random-weight MobileSeg on a real highway frame."""
     import cv2
-
-    from drivesegrt.checkpoint import load_model
     from conftest import HIGHWAY_CLIP
+
+    from drivesegrt.models.checkpoint import load_model
 
     model, meta = load_model(make_tiny_checkpoint(tmp_path / "m.pt"))
     cap = cv2.VideoCapture(str(HIGHWAY_CLIP))
@@ -84,7 +83,7 @@ def test_labels_output_is_upsampled_by_point():
 
 def _dense_linear(logits, geom):
     """Reference for any geometry: all-class bilinear at every frame pixel, float64."""
-    from drivesegrt.postprocess import _tables
+    from drivesegrt.infer.postprocess import _tables
     (y0, y1, ly, _), (x0, x1, lx, _) = _tables(geom, logits.shape[1:])
     l64 = logits.astype(np.float64)
     ly, lx = ly[:, None].astype(np.float64), lx[None, :].astype(np.float64)

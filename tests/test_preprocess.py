@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from drivesegrt.preprocess import letterbox_box, normalize, normalize_torch, preprocess, resize
+from drivesegrt.preprocess import (
+    letterbox_box,
+    normalize,
+    normalize_torch,
+    preprocess,
+    resize,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

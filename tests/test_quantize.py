@@ -7,15 +7,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from deploy_helpers import CAMVID_TEST, random_frames, tiny_model, tiny_onnx
 from onnx import numpy_helper
 
-from deploy_helpers import CAMVID_TEST, random_frames, tiny_model, tiny_onnx
 from drivesegrt import cli
-from drivesegrt.export import export_onnx
-from drivesegrt.onnx_meta import read_meta_file
+from drivesegrt.deploy.export import export_onnx
+from drivesegrt.deploy.onnx_meta import read_meta_file
+from drivesegrt.deploy.quantize import calibration_images, narrow_convs, quantize_int8
+from drivesegrt.deploy.trt_check import check_tensorrt
 from drivesegrt.preprocess import normalize
-from drivesegrt.quantize import calibration_images, narrow_convs, quantize_int8
-from drivesegrt.trt_check import check_tensorrt
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = ROOT / "calibration" / "camvid_train.txt"

@@ -7,7 +7,6 @@ import sys
 
 import cv2
 import pytest
-
 from conftest import HIGHWAY_CLIP
 from live_helpers import free_port
 
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg n
 
 
 def test_replay_server_streams_frames(shared_data):
-    from drivesegrt.replay import ReplayServer
+    from drivesegrt.capture.replay import ReplayServer
 
     with ReplayServer(HIGHWAY_CLIP, free_port()) as server:
         cap = cv2.VideoCapture(server.url)

@@ -9,12 +9,17 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CAMVID, CAMVID_CLIP, HIGHWAY_CLIP
-from drivesegrt import cli
+from pipeline_helpers import (
+    ROOT,
+    make_tiny_checkpoint,
+    read_jsonl,
+    read_summary,
+    run_cli,
+    video_info,
+)
 
-from pipeline_helpers import (ROOT, make_tiny_checkpoint, read_jsonl, read_summary, run_cli,
-                              video_info)
+from drivesegrt import cli
 
 SUMMARY_KEYS = {"frames_in", "frames_out", "frames_dropped", "fps", "reconnects", "stages_ms",
                 "latency_ms"}
@@ -114,7 +119,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, model, case, match):
 
     import torch
 
-    from drivesegrt.checkpoint import read_checkpoint
+    from drivesegrt.models.checkpoint import read_checkpoint
 
     args = {"--source": "synthetic:?frames=2", "--model": str(model), "--output": str(tmp_path / "o")}
     if case == "missing_video":

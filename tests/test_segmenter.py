@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pipeline_helpers import make_tiny_checkpoint
 
 from drivesegrt.engines import load_engine
-from drivesegrt.segmenter import Segmenter
-
-from pipeline_helpers import make_tiny_checkpoint
+from drivesegrt.infer.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,7 @@ def test_deferred_postprocess_gives_the_same_labels(engine):
     """The pipeline infers on one thread and postprocesses on another: the split must give
     exactly what one call gives, frame by frame, in order."""
     from drivesegrt.frame import Frame
-    from drivesegrt.segmenter import segment_frames
+    from drivesegrt.infer.segmenter import segment_frames
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (135, 240, 3), dtype=np.uint8) for _ in range(4)]

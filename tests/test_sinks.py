@@ -6,11 +6,17 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from pipeline_helpers import read_jsonl, video_info
 
 from drivesegrt.frame import Frame
-from drivesegrt.sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink, Worker
-
-from pipeline_helpers import read_jsonl, video_info
+from drivesegrt.publish.sinks import (
+    ImageSink,
+    JsonlSink,
+    MaskSink,
+    VideoSink,
+    WindowSink,
+    Worker,
+)
 
 
 def frames(n, size=(96, 64), stem=None):

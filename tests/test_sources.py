@@ -6,10 +6,16 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CAMVID, CAMVID_CLIP, HIGHWAY_CLIP
-from drivesegrt.sources import (ImageSource, LatestFrame, Prefetch, SyntheticSource,
-                                VideoFileSource, open_source)
+
+from drivesegrt.capture import (
+    ImageSource,
+    LatestFrame,
+    Prefetch,
+    SyntheticSource,
+    VideoFileSource,
+    open_source,
+)
 
 
 def drain(reader):

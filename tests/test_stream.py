@@ -7,13 +7,12 @@ import threading
 import time
 
 import pytest
-
 from conftest import HIGHWAY_CLIP
-from drivesegrt.replay import ReplayServer
-from drivesegrt.sources import open_source
-from drivesegrt.stream import Backoff, Reconnector
-
 from live_helpers import free_port
+
+from drivesegrt.capture import open_source
+from drivesegrt.capture.reconnect import Backoff, Reconnector
+from drivesegrt.capture.replay import ReplayServer
 
 
 def test_backoff_doubles_up_to_the_maximum():

@@ -7,13 +7,20 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 from deploy_helpers import random_frames, tiny_model, tiny_onnx
+
 from drivesegrt import cli
-from drivesegrt.export import export_onnx
+from drivesegrt.deploy.export import export_onnx
+from drivesegrt.deploy.trt_build import (
+    NOT_INSTALLED,
+    BuildRecipe,
+    Target,
+    cache_key,
+    engine_file,
+    make_recipe,
+    parse_shape,
+)
 from drivesegrt.preprocess import normalize
-from drivesegrt.trt_build import (NOT_INSTALLED, BuildRecipe, Target, cache_key, engine_file,
-                                  make_recipe, parse_shape)
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 TARGET = Target("10.3.0", "NVIDIA Jetson AGX Orin", (8, 7))
@@ -44,7 +51,7 @@ def test_cache_key_changes_with_every_field():
 
 
 def test_recipe_defaults_and_shapes(onnx_file):
-    from drivesegrt.onnx_meta import read_meta_file
+    from drivesegrt.deploy.onnx_meta import read_meta_file
 
     meta = read_meta_file(onnx_file)
     r = make_recipe(meta)
@@ -86,7 +93,7 @@ def _need_trt_and_cuda():
 @pytest.mark.tensorrt
 def test_build_reuses_cache_and_rebuilds_on_change(onnx_file, tmp_path):
     _need_trt_and_cuda()
-    from drivesegrt.trt_build import build_engine
+    from drivesegrt.deploy.trt_build import build_engine
 
     path, reused = build_engine(onnx_file, cache_dir=tmp_path)
     assert path.is_file() and not reused and path.with_suffix(".json").is_file()

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from conftest import CAMVID
+
 from drivesegrt import cli
-from drivesegrt.checkpoint import load_model, read_checkpoint
 from drivesegrt.models import TINY_KWARGS
+from drivesegrt.models.checkpoint import load_model, read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_run_accepts_the_checkpoint_and_its_masks_score_like_eval(trained, tmp_p
     """`drivesegrt run --save-masks` on CamVid test images gives masks whose scores equal
     `drivesegrt eval`'s exactly: both go through the same Segmenter."""
     from drivesegrt.data.splits import open_split
-    from drivesegrt.metrics import confusion_matrix, scores
+    from drivesegrt.train.metrics import confusion_matrix, scores
 
     _, out = trained
     split = open_split(CAMVID, "test")

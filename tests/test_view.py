@@ -12,13 +12,12 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
-
-from drivesegrt.frame import Frame
-from drivesegrt.view import BOUNDARY, ViewSink, parse_address
-
 from browser import CHROMIUM, Chromium
 from live_helpers import LiveRun
 from pipeline_helpers import make_tiny_checkpoint, read_summary
+
+from drivesegrt.frame import Frame
+from drivesegrt.publish.view import BOUNDARY, ViewSink, parse_address
 
 
 def frame(i: int, size=(160, 90)) -> Frame:

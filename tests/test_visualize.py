@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivesegrt.labels import CAMVID11
-from drivesegrt.visualize import Overlay, colorize, hud_text
-from drivesegrt.labels import palette_lut
+from drivesegrt.labels import CAMVID11, palette_lut
+from drivesegrt.publish.overlay import Overlay, colorize, hud_text
 
 
 def test_colorize_uses_palette_in_bgr():

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import CAMVID
-from drivesegrt.checkpoint import load_model
+
 from drivesegrt.engines import load_engine
+from drivesegrt.infer.segmenter import Segmenter
 from drivesegrt.labels import CAMVID11
-from drivesegrt.metrics import confusion_matrix, scores
+from drivesegrt.models.checkpoint import load_model
 from drivesegrt.run import BUNDLED
-from drivesegrt.segmenter import Segmenter
+from drivesegrt.train.metrics import confusion_matrix, scores
 
 
 def test_bundled_files_exist_and_are_small():

@@ -10,12 +10,13 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-from ..checkpoint import load_model
+from ..files import write_json
+from ..models.checkpoint import load_model
 from .engines import RUNTIMES, Artifacts, bench_engines
 from .naive import naive_loop
 from .pipeline import run_pipeline, stage_breakdown
 from .probe import machine_info, matmul_peak_gflops, model_gflops
-from .report import markdown, plots, write_json
+from .report import markdown, plots, slim
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "mobileseg_camvid.pt"
 
@@ -124,9 +125,9 @@ def main(args) -> int:
         if results["naive"]:
             results["ratios"][f"{runtime} pipeline/naive"] = p["fps"] / results["naive"]["fps"]
 
-    write_json(results, out / "results.json")
+    write_json(out / "results.json", slim(results))
     if args.json:
-        write_json(results, Path(args.json))
+        write_json(Path(args.json), slim(results))
     md = markdown(results)
     (out / "results.md").write_text(md)
     written = plots(results, out)

@@ -47,8 +47,8 @@ class Artifacts:
         the end-to-end onnxruntime run uses, like the bundled model)."""
         key = "u8" if uint8_input else "float"
         if key not in self._onnx:
-            from ..checkpoint import load_model
-            from ..export import export_onnx
+            from ..deploy.export import export_onnx
+            from ..models.checkpoint import load_model
 
             model, meta = load_model(self.checkpoint)
             path = self.workdir / f"model.{key}.onnx"
@@ -82,7 +82,7 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
     if runtime in ("torch", "torch-compile"):
         import torch
 
-        from ..checkpoint import load_model
+        from ..models.checkpoint import load_model
 
         model, _ = load_model(art.checkpoint)
         if runtime == "torch-compile":

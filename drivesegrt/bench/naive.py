@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_model
+from ..models.checkpoint import load_model
 
 
 def naive_loop(checkpoint: str, video: str, out_path: str, max_frames: int | None = None,

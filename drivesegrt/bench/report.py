@@ -114,8 +114,9 @@ def plots(results: dict, out_dir: Path) -> list[str]:
     return written
 
 
-def write_json(results: dict, path: Path) -> None:
-    slim = json.loads(json.dumps(results))
-    for p in slim.get("pipelines") or []:
+def slim(results: dict) -> dict:
+    """``results`` without the per-frame latency lists (they go to the histogram only)."""
+    out = json.loads(json.dumps(results))
+    for p in out.get("pipelines") or []:
         p.pop("latencies", None)
-    Path(path).write_text(json.dumps(slim, indent=2))
+    return out

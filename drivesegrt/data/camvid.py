@@ -6,10 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import IMAGE_EXTS
 from ..labels import CAMVID11, LabelSet
 
 SPLITS = ("train", "val", "test")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def camvid_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..onnx_meta import load_onnx, read_meta
+from ..deploy.onnx_meta import load_onnx, read_meta
 from .base import Engine, EngineSpec
 
 CPU = "CPUExecutionProvider"

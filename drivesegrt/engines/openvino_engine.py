@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..onnx_meta import load_onnx, read_meta
+from ..deploy.onnx_meta import load_onnx, read_meta
 from .base import Engine, EngineSpec
 
 INPUT_DTYPES = {"float_nchw": np.float32, "uint8_nhwc_bgr": np.uint8}

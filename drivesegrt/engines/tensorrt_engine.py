@@ -66,8 +66,13 @@ class TensorRTEngine(Engine):
         serialized engine with its ``.json`` metadata beside it."""
         import torch
 
-        from ..onnx_meta import read_meta_file
-        from ..trt_build import build_engine, import_tensorrt, load_serialized, read_engine_meta
+        from ..deploy.onnx_meta import read_meta_file
+        from ..deploy.trt_build import (
+            build_engine,
+            import_tensorrt,
+            load_serialized,
+            read_engine_meta,
+        )
 
         path = Path(path)
         if not path.is_file():

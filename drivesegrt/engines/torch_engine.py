@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checkpoint import load_model
 from ..meta import ModelMeta
+from ..models.checkpoint import load_model
 from .base import Engine, EngineSpec
 
 GRAPH_WARMUP_ITERS = 3

@@ -19,17 +19,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import read_checkpoint, save_checkpoint
-from .config import load_dataclass, to_dict
-from .data.camvid import SegmentationDataset
-from .data.class_weights import median_frequency_weights
-from .data.splits import open_split
-from .data.transforms import TrainTransform
+from ..config import load_dataclass, to_dict
+from ..data.camvid import SegmentationDataset
+from ..data.class_weights import median_frequency_weights
+from ..data.splits import open_split
+from ..data.transforms import TrainTransform
+from ..meta import ModelMeta
+from ..models import build_model
+from ..models.checkpoint import read_checkpoint, save_checkpoint
+from ..preprocess import normalize
 from .losses import SegLoss
-from .meta import ModelMeta
 from .metrics import confusion_matrix, scores
-from .models import build_model
-from .preprocess import normalize
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def main(args) -> int:
     meta = ModelMeta.for_label_set(cfg.model.name, labels, arch_kwargs=dict(cfg.model.kwargs),
                                    input_size=tuple(cfg.data.crop))
     if cfg.model.pretrained_backbone and not args.resume:
-        from .models.realtime import load_imagenet_backbone
+        from ..models.realtime import load_imagenet_backbone
         if not hasattr(model, "backbone"):
             raise ValueError(f"model.pretrained_backbone: {cfg.model.name!r} has no backbone")
         load_imagenet_backbone(model.backbone, cfg.model.pretrained_backbone)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from .meta import ONNX_META_KEY, ModelMeta
+from ..meta import ONNX_META_KEY, ModelMeta
 
 
 def load_onnx(path: str | os.PathLike, load_external_data: bool = True) -> onnx.ModelProto:

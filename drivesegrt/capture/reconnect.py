@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .timing import now
+from ..timing import now
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import onnx
 import torch
 import torch.nn as nn
 
-from .meta import ModelMeta
+from ..meta import ModelMeta
 from .onnx_meta import write_meta
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -193,7 +193,7 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from .checkpoint import load_model
+    from ..models.checkpoint import load_model
     from .trt_check import check_tensorrt
 
     model, meta = load_model(args.model)

@@ -26,8 +26,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import INPUT_FORMATS, RESIZE_MODES, Geometry, letterbox_box, pad_color
-
+from ...preprocess import (
+    INPUT_FORMATS,
+    RESIZE_MODES,
+    Geometry,
+    letterbox_box,
+    pad_color,
+)
 
 COEF_SCALE = 2048          # cv2's INTER_RESIZE_COEF_SCALE: weights in 1/2048
 

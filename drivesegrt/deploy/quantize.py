@@ -6,7 +6,7 @@
         [--no-equalize] [--narrow-float N]
 
 Recipe (what TensorRT's explicit quantization needs, see ../calibration/README.md):
-activation equalization first (``drivesegrt.equalize``, exact in fp32; ``--no-equalize`` skips
+activation equalization first (``drivesegrt.deploy.equalize``, exact in fp32; ``--no-equalize`` skips
 it), then QuantFormat.QDQ; int8 activations and weights, both symmetric (zero point 0); weights
 per channel (Conv axis 0), activations per tensor; biases left in float (TensorRT's
 DequantizeLinear takes int8, not int32); a Resize keeps its input's scale. Calibration images go
@@ -29,14 +29,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..files import image_paths
+from ..preprocess import normalize
 from .equalize import activation_ranges
 from .equalize import equalize as equalize_channels
 from .onnx_graph import links
 from .onnx_meta import load_onnx, read_meta, write_meta
-from .preprocess import normalize
 
 METHODS = ("entropy", "percentile", "minmax")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_PERCENTILE = 99.999
 # Node-name prefixes (torch module paths) that stay float: in-graph uint8 normalization.
 FLOAT_PREFIXES = ("/preprocess/",)
@@ -73,7 +73,7 @@ def calibration_images(data: str | Path, list_file: str | Path | None = None,
             raise FileNotFoundError(f"{list_file}: {len(missing)} listed image(s) not in {data} "
                                     f"(first: {missing[0].name})")
     else:
-        paths = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        paths = image_paths(data)
     if num_images is not None:
         if num_images < 1:
             raise ValueError(f"--num-images must be >= 1, got {num_images}")
@@ -219,7 +219,7 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
 
     equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
-    on the calibration frames (``drivesegrt.equalize``; exact in fp32).
+    on the calibration frames (``drivesegrt.deploy.equalize``; exact in fp32).
     narrow_float: convolutions writing fewer channels than this stay float; default
     NARROW_CHANNELS for uint8 activations, 0 (none) for int8.
 
@@ -229,8 +229,12 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     Returns the names of the nodes kept in float. The output keeps the metadata with
     ``precision = "int8"``.
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:

@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .frame import Frame
-from .timing import ms_since, now
+from ..frame import Frame
+from ..timing import ms_since, now
 
 VIDEO_CODECS = ("auto", "h264", "mp4v")
 
@@ -300,9 +300,3 @@ class JsonlSink(Sink):
     def close(self) -> None:
         self._f.close()
 
-
-def write_json(path: Path, obj: dict) -> None:
-    """Atomic JSON write (tmp + rename): a reader never sees half a summary."""
-    tmp = Path(path).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -4,7 +4,7 @@
     post(logits, geom, labels)                    # (C, h, w) -> writes (H, W) uint8 in place
     DeviceOverlay(palette, alpha)(frame, labels, overlay)   # (H, W, 3) uint8 BGR blend
 
-Same filter modes and sampling as :mod:`drivesegrt.postprocess` (the CPU path), with the same
+Same filter modes and sampling as :mod:`drivesegrt.infer.postprocess` (the CPU path), with the same
 index tables (``postprocess._tables``), so letterbox geometry maps identically:
 
 ``linear``: bilinear upsample of the logits (float32), then argmax: the arithmetic of
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labels import palette_lut
-from .postprocess import _BAND, FILTER_MODES, _tables
-from .preprocess import Geometry
+from ...labels import palette_lut
+from ...preprocess import Geometry
+from ..postprocess import _BAND, FILTER_MODES, _tables
 
 
 class DevicePostprocessor:

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .meta import ModelMeta
+from ..meta import ModelMeta
 from .onnx_meta import read_meta_file
 
 PRECISIONS = ("fp32", "fp16", "int8")

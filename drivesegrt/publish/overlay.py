@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .labels import palette_lut
+from ..labels import palette_lut
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Short HUD names for the stages (frame.STAGES order).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .meta import ModelMeta
+from ..meta import ModelMeta
 
 FORMAT = "drivesegrt-checkpoint"
 
@@ -47,7 +47,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, ModelMeta]:
     """Build the model named in the checkpoint's metadata and load its weights (eval mode)."""
-    from .models import build_model
+    from . import build_model
 
     obj = read_checkpoint(path)
     meta = ModelMeta.from_dict(obj["meta"], where=str(path))

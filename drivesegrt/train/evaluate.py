@@ -10,7 +10,6 @@ each entry's argmax agreement with it: the fraction of pixels given the identica
 """
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .data.camvid import read_image
-from .data.splits import DATASETS, DatasetSplit, open_split
-from .engines import BACKENDS, load_engine
+from ..data.camvid import read_image
+from ..data.splits import DATASETS, DatasetSplit, open_split
+from ..engines import BACKENDS, load_engine
+from ..files import write_json
+from ..infer.segmenter import Segmenter
 from .metrics import confusion_matrix, scores
-from .segmenter import Segmenter
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "mobileseg_camvid.pt"
 
@@ -87,7 +87,8 @@ def main(args) -> int:
     results = [result_dict(e, total, split, args.filter) for e in entries]
     print_table(entries, results, split, args.filter)
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, results_json(results))
+        print(f"wrote {args.json}")
     if args.confusion:
         for e, out in zip(entries, confusion_paths(args.confusion, len(entries))):
             save_confusion_png(e.cm, split.labels.class_names, out,
@@ -180,17 +181,13 @@ def print_table(entries: list[Entry], results: list[dict], split: DatasetSplit,
     row("ms/image p50", [r["ms_per_image_p50"] for r in results])   # entries run in turn
 
 
-def write_json(path: str | Path, results: list[dict]) -> None:
+def results_json(results: list[dict]) -> dict:
     """One model: the object itself (DESIGN.md contract). Several: {"reference", "results"}."""
     if len(results) == 1:
         obj = dict(results[0])
         obj.pop("agreement")          # always 1.0 against itself
-    else:
-        obj = {"reference": results[0]["model"], "results": results}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-    print(f"wrote {path}")
+        return obj
+    return {"reference": results[0]["model"], "results": results}
 
 
 def confusion_paths(out: str | Path, n: int) -> list[Path]:

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cuda_postprocess import DeviceOverlay, DevicePostprocessor
-from .cuda_preprocess import DevicePreprocessor, FrameUploader
-from .engines.base import Engine
-from .segmenter import Segmenter
-from .timing import StageTimer, ms_since, now
+from ...engines.base import Engine
+from ...timing import StageTimer, ms_since, now
+from ..segmenter import Segmenter
+from .postprocess import DeviceOverlay, DevicePostprocessor
+from .preprocess import DevicePreprocessor, FrameUploader
 
 
 def cuda_engine_options(backend: str, fp16: bool, cuda_graphs: bool) -> dict:

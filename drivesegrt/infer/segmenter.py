@@ -11,11 +11,11 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .engines.base import Engine
-from .labels import LabelSet, remap_table
+from ..engines.base import Engine
+from ..labels import LabelSet, remap_table
+from ..preprocess import RESIZE_MODES, preprocess
+from ..timing import ms_since, now
 from .postprocess import FILTER_MODES, Postprocessor
-from .preprocess import RESIZE_MODES, preprocess
-from .timing import ms_since, now
 
 
 class Segmenter:
@@ -126,7 +126,7 @@ def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "s
     torch can use it, else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish
     stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy)."""
     if engine.spec.device.startswith("cuda") and _torch_has_cuda():
-        from .cuda_segmenter import CudaSegmenter
+        from .cuda.segmenter import CudaSegmenter
 
         return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
                              overlay_alpha=overlay_alpha)

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from .frame import STAGES, Frame
+from ..frame import STAGES, Frame
+from ..timing import RateMeter, now
 from .sinks import Sink
-from .timing import RateMeter, now
 
 BOUNDARY = "drivesegrt-frame"
 

@@ -31,7 +31,7 @@ import functools
 import cv2
 import numpy as np
 
-from .preprocess import Geometry
+from ..preprocess import Geometry
 
 FILTER_MODES = ("linear", "point")
 _BAND = 255   # marker for "not decided yet" in the uint8 label map (class ids must be < 255)
