@@ -119,8 +119,7 @@ def segmenter_run(seg, frames: list[np.ndarray], iters: int):
     pending = seg.submit(frames[0])
     for i in range(1, iters + 1):
         nxt = seg.submit(frames[i % len(frames)]) if i < iters else None
-        _, _, ms = pending.result()
-        stats.add_all(ms)
+        stats.add_all(pending.result().stages_ms)
         pending = nxt
     return iters / (time.perf_counter() - t0), stats
 
@@ -149,7 +148,7 @@ def cpu_pre_post_ms(path: Path, size, frames: list[np.ndarray]):
     seg = Segmenter(engine, "linear", input_size=size)
     stats = StageStats()
     for f in frames:
-        stats.add_all(seg(f)[1])
+        stats.add_all(seg.segment(f).stages_ms)
     engine.close()
     return {k: float(np.median(stats.values(k))) for k in ("preprocess", "postprocess")}
 
@@ -158,13 +157,14 @@ def bench_size(args, path: Path, size, frames, video: Path, workdir: Path) -> di
     import torch
 
     from drivesegrt.engines import load_engine
-    from drivesegrt.infer.cuda.segmenter import CudaSegmenter, cuda_engine_options
+    from drivesegrt.infer.build import engine_options, make_segmenter
 
-    opts = cuda_engine_options("torch", not args.fp32, args.cuda_graphs)
+    opts = engine_options("torch", "cuda", fp16=not args.fp32, cuda_graphs=args.cuda_graphs)
     engine = load_engine("torch", str(path), device="cuda", **opts)
-    seg = CudaSegmenter(engine, "linear", input_size=size, overlay_alpha=0.5)
+    seg = make_segmenter(engine, "linear", input_size=size, overlay_alpha=0.5)
     seg.warmup()
-    batch = seg._pre.new_batch(seg.device, engine.input_dtype, engine.channels_last)
+    batch = seg._pre.new_batch(seg.device, getattr(torch, engine.input_dtype),
+                               engine.channels_last)
     eng_fps = engine_only_fps(engine, batch, args.frames)
     seg_fps, stats = segmenter_run(seg, frames, args.frames)
     pipe_fps = pipeline_fps(seg, video, workdir, min(args.frames, len(frames)))

@@ -145,7 +145,7 @@ def _require(ok: bool, key: str, msg: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    path: str = ""                     # "" = the bundled drivesegrt/weights/mobileseg_camvid.pt
+    path: str = ""                     # a bundled model name ("camvid") or a file; "" = the default
     backend: typing.Literal["torch", "onnxruntime", "openvino", "tensorrt"] = "onnxruntime"
     device: str = "cpu"                # cpu | cuda | cuda:N
     input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size

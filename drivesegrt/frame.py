@@ -25,7 +25,7 @@ class Frame:
     stages_ms: dict[str, float] = field(default_factory=dict)
     labels: np.ndarray | None = None    # (H, W) uint8 class ids at frame size
     overlay: np.ndarray | None = None   # (H, W, 3) uint8 BGR
-    raw: tuple | None = None            # engine output + geometry awaiting postprocess
+    job: object | None = None           # the segmenter's Job, collected by the publish stage
     latency_ms: float | None = None     # capture -> published
 
     @property

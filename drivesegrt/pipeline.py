@@ -1,15 +1,16 @@
 """The streaming pipeline: capture -> infer -> publish on threads joined by bounded queues.
 
-    capture thread  (sources.Prefetch | sources.LatestFrame)  decode; live: keep newest only
+    capture thread  (capture.Prefetch | capture.LatestFrame)  decode; live: keep newest only
         │ bounded queue (recorded) / single slot (live)
-    infer thread    Segmenter: preprocess + engine + postprocess
+    infer thread    Segmenter.submit: preprocess + engine (CUDA: queued on the device)
         │ bounded queue
-    publish thread  Overlay + sinks (video/images/masks/window hand off to their writer
+    publish thread  Job.result: postprocess (upsample + argmax; CUDA: download), then
+                    Overlay + sinks (video/images/masks/window hand off to their writer
                     threads) + frames.jsonl; per-frame latency; progress bar
 
 Stages overlap, so throughput approaches the slowest stage rather than the sum. An engine
 error on one frame is logged and the frame counted in ``frames_failed`` (the run goes on);
-``max_consecutive_failures`` in a row abort with :class:`InferenceError`. Stopping:
+``max_consecutive_failures`` in a row end the run with :class:`InferenceError`. Stopping:
 end of stream, ``max_frames``, or ``stop()`` (Ctrl-C/SIGTERM, wired in run.py) stop the
 capture and let the frames already queued drain through publish; ``close`` of the sinks then
 finalizes the outputs. An exception in the infer stage stops the capture and lets the frames
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .capture import Source, open_reader
 from .frame import STAGES, Frame
-from .infer.segmenter import Segmenter, segment_frames
+from .infer.segmenter import Segmenter
 from .publish.overlay import Overlay
 from .publish.sinks import JsonlSink, Sink
 from .timing import RateMeter, StageStats, ms_since, now, percentiles
@@ -129,18 +130,16 @@ class Pipeline:
     def _infer_loop(self, out_q: queue.Queue) -> None:
         failed_in_a_row = 0
         try:
-            # CUDA: recorded sources queue one frame ahead (upload overlaps inference).
-            lookahead = 0 if getattr(self.source, "live", True) else 1
-            frames = iter(self._reader.read, None)
-            # CPU: postprocess runs on the publish thread, so this thread only preprocesses
-            # and infers (the engine is the slowest stage; the upsample overlaps it).
-            defer = not hasattr(self.segmenter, "submit")
-            for frame, error in segment_frames(self.segmenter, frames, lookahead, defer):
+            # Only submit here: the job's result (postprocess; CUDA: the download) is collected
+            # on the publish thread, so the engine never waits for the upsample.
+            for frame in iter(self._reader.read, None):
                 if self._abort.is_set():
                     break
-                if error is not None:
+                try:
+                    frame.job = self.segmenter.submit(frame.image)
+                except Exception as e:  # one bad frame must not end the stream
                     failed_in_a_row += 1
-                    self._frame_failed(frame, error, failed_in_a_row)
+                    self._frame_failed(frame, e, failed_in_a_row)
                     continue
                 failed_in_a_row = 0
                 if not self._put(out_q, frame):
@@ -165,15 +164,26 @@ class Pipeline:
         rate = RateMeter()
         hud = {"fps": 0.0, "stages_ms": {}}
         stats = self.stats
+        failed_in_a_row = 0
         try:
             while True:
                 frame = self._get(in_q)
                 if frame is _END:
                     break
-                if frame.raw is not None:
-                    frame.labels, frame.stages_ms["postprocess"] = \
-                        self.segmenter.postprocess(frame.raw)
-                    frame.raw = None
+                job, frame.job = frame.job, None
+                try:
+                    result = job.result()
+                except Exception as e:
+                    failed_in_a_row += 1
+                    try:
+                        self._frame_failed(frame, e, failed_in_a_row)
+                    except InferenceError as stop:      # publish what is queued, then raise
+                        self._errors.append(stop)
+                        self._stop_capture()
+                    continue
+                failed_in_a_row = 0
+                frame.labels, frame.overlay = result.labels, result.overlay
+                frame.stages_ms.update(result.stages_ms)
                 t0 = now()
                 frame.overlay = self.overlay(frame.image, frame.labels, hud, frame.overlay)
                 t1 = now()
@@ -227,7 +237,7 @@ class Pipeline:
             stats.t_end = now()
             stats.frames_in = self._reader.frames_in
             stats.frames_dropped = self._reader.frames_dropped
-            stats.frames_failed += getattr(self.source, "frames_failed", 0)
+            stats.frames_failed += self.source.frames_failed
             self._close_sinks()
             if self._reader.error is not None:
                 self._errors.append(self._reader.error)
@@ -248,9 +258,9 @@ class Pipeline:
         r, s = self._reader, self.stats
         return {"frames_in": r.frames_in if r else s.frames_in,
                 "frames_dropped": r.frames_dropped if r else s.frames_dropped,
-                "frames_failed": s.frames_failed + getattr(self.source, "frames_failed", 0),
-                "reconnects": getattr(self.source, "reconnects", 0),
-                "outage_s": round(getattr(self.source, "outage_s", 0.0), 3)}
+                "frames_failed": s.frames_failed + self.source.frames_failed,
+                "reconnects": self.source.reconnects,
+                "outage_s": round(self.source.outage_s, 3)}
 
     def queue_depths(self) -> dict[str, int]:
         """Frames waiting in each queue now: capture, publish and every sink's writer."""
@@ -275,9 +285,9 @@ class Pipeline:
             "frames_failed": s.frames_failed,
             "fps": round(s.fps, 3),
             "wall_s": round(s.wall_s, 3),
-            "reconnects": getattr(self.source, "reconnects", 0),
-            "outage_s": round(getattr(self.source, "outage_s", 0.0), 3),
-            "end_reason": getattr(self.source, "end_reason", None),
+            "reconnects": self.source.reconnects,
+            "outage_s": round(self.source.outage_s, 3),
+            "end_reason": self.source.end_reason,
             "interrupted": s.interrupted,
             "stages_ms": stages,
             "stages_mean_ms": {k: round(s.stages.mean(k), 3) for k in STAGES

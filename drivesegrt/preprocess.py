@@ -1,6 +1,6 @@
 """uint8 HxWx3 BGR frames -> model input (resize, BGR->RGB, mean/std, NCHW float32).
 
-Works on numpy arrays (CPU, cv2) and on torch tensors (any device, e.g. CUDA).
+numpy arrays and cv2; the CUDA path (infer/cuda/preprocess.py) does the same on the device.
 
 ``resize`` fits a frame into the model's input size, either by stretching or by letterboxing
 (aspect kept, padded); it returns a :class:`Geometry` that postprocess uses to map the model's
@@ -76,45 +76,17 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     return out
 
 
-def normalize_torch(images, mean, std):
-    """torch (N,H,W,3) uint8 BGR (any device) -> (N,3,H,W) float32 normalized RGB."""
-    import torch
-
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    x = images.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - m) / s
-
-
 def preprocess(frame: np.ndarray, input_hw: tuple[int, int], mean, std,
                mode: str = "stretch", input_format: str = "float_nchw"):
     """One frame -> (batch of 1 in the engine's ``input_format``, Geometry).
 
     float_nchw: (1,3,ih,iw) float32 normalized RGB. uint8_nhwc_bgr: (1,ih,iw,3) uint8 (the
-    graph normalizes). A torch tensor frame (any device) takes the torch path (stretch only).
+    graph normalizes). The one preprocessing of drivesegrt: run, eval, calibration and training
+    all call it (the CUDA path is checked against it).
     """
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input format {input_format!r}; allowed: {', '.join(INPUT_FORMATS)}")
-    if not isinstance(frame, np.ndarray):
-        return _preprocess_torch(frame, input_hw, mean, std, mode, input_format)
     resized, geom = resize(frame, input_hw, mode, pad_color(mean))
     if input_format == "uint8_nhwc_bgr":
         return np.ascontiguousarray(resized)[None], geom
     return normalize(resized, mean, std), geom
-
-
-def _preprocess_torch(frame, input_hw, mean, std, mode, input_format):
-    import torch.nn.functional as F
-
-    if mode != "stretch":
-        raise ValueError("letterbox on torch tensors is not supported yet; use resize: stretch")
-    fh, fw = frame.shape[:2]
-    geom = Geometry((fh, fw), tuple(input_hw), (0, 0, *input_hw))
-    x = frame.unsqueeze(0).permute(0, 3, 1, 2).float()                   # (1,3,H,W) BGR
-    if (fh, fw) != tuple(input_hw):
-        x = F.interpolate(x, size=tuple(input_hw), mode="bilinear", align_corners=False)
-    if input_format == "uint8_nhwc_bgr":
-        return x.round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).contiguous(), geom
-    return normalize_torch(x.permute(0, 2, 3, 1), mean, std), geom

@@ -20,15 +20,6 @@ from pathlib import Path
 
 from .config import RunConfig, load_dataclass, to_dict
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"
-# The bundled CamVid model per backend: the checkpoint for torch; for ONNX Runtime/OpenVINO/TensorRT its
-# export with normalization in the graph (uint8 frames in, logits out; tests/test_weights.py
-# checks that it matches the checkpoint).
-BUNDLED = {"torch": WEIGHTS / "mobileseg_camvid.pt",
-           "onnxruntime": WEIGHTS / "mobileseg_camvid.onnx",
-           "openvino": WEIGHTS / "mobileseg_camvid.onnx",
-           "tensorrt": WEIGHTS / "mobileseg_camvid.onnx"}
-
 
 def add_arguments(p) -> None:
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
@@ -92,29 +83,16 @@ def prepare_output(output: str | None) -> Path:
 
 
 def load_segmenter(cfg: RunConfig):
-    from .engines import load_engine
-    from .infer.cuda.segmenter import cuda_engine_options
-    from .infer.segmenter import make_segmenter
+    """The run's Segmenter (warmed up) and the model file it loaded."""
+    from .infer.build import load_segmenter as load
+    from .infer.build import model_path
 
-    path = Path(cfg.model.path) if cfg.model.path else BUNDLED[cfg.model.backend]
-    if cfg.model.threads:
-        import torch
-        torch.set_num_threads(cfg.model.threads)
     m = cfg.model
-    options = cuda_engine_options(m.backend, m.fp16, m.cuda_graphs) \
-        if m.device.startswith("cuda") else {}
-    if m.backend == "onnxruntime" and m.threads:
-        options["intra_op_threads"] = m.threads
-    if m.backend == "openvino" and m.threads:
-        options["threads"] = m.threads
-    try:
-        engine = load_engine(m.backend, str(path), device=m.device, **options)
-    except ImportError as e:
-        raise ValueError(f"backend {cfg.model.backend!r} is not available here ({e})") from None
-    seg = make_segmenter(engine, cfg.postprocess.filter, cfg.preprocess.resize,
-                         cfg.postprocess.remap, cfg.model.input_size, cfg.overlay.alpha)
-    seg.warmup()
-    return seg, path
+    seg = load(m.path or None, m.backend, m.device, filter_mode=cfg.postprocess.filter,
+               resize=cfg.preprocess.resize, remap=cfg.postprocess.remap,
+               input_size=m.input_size, overlay_alpha=cfg.overlay.alpha, threads=m.threads,
+               fp16=m.fp16, cuda_graphs=m.cuda_graphs)
+    return seg, model_path(m.path or None, m.backend)
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):

@@ -20,11 +20,12 @@ from pipeline_helpers import make_tiny_checkpoint, read_jsonl, read_summary, run
 
 from drivesegrt.capture import open_source
 from drivesegrt.engines import load_engine
+from drivesegrt.infer.build import make_segmenter
 from drivesegrt.infer.cuda.postprocess import DeviceOverlay, DevicePostprocessor
 from drivesegrt.infer.cuda.preprocess import DevicePreprocessor, FrameUploader
 from drivesegrt.infer.cuda.segmenter import CudaSegmenter
 from drivesegrt.infer.postprocess import Postprocessor
-from drivesegrt.infer.segmenter import Segmenter, make_segmenter, segment_frames
+from drivesegrt.infer.segmenter import Segmenter
 from drivesegrt.labels import CAMVID11, remap_table
 from drivesegrt.pipeline import Pipeline
 from drivesegrt.preprocess import Geometry, letterbox_box, preprocess
@@ -198,41 +199,41 @@ def test_cuda_segmenter_on_cpu_agrees_with_segmenter(cpu_engine, filter_mode, re
     overlay = Overlay(dev.class_names, dev.palette, 0.5, legend=False, hud=False)
     for seed in range(3):
         frame = textured_frame((270, 480), seed)
-        ref, _ = cpu(frame)
-        labels, times = dev(frame)
+        ref = cpu(frame)
+        result = dev.segment(frame)
+        labels, times = result.labels, result.stages_ms
         assert labels.shape == (270, 480) and labels.dtype == np.uint8
         assert (labels == ref).mean() >= 0.999
         assert set(times) == {"preprocess", "infer", "postprocess"}
         blend = overlay(frame, labels)
-        assert np.abs(dev.last_overlay.astype(int) - blend).max() <= 1
+        assert np.abs(result.overlay.astype(int) - blend).max() <= 1
     dev.close()
 
 
-def test_cuda_segmenter_ring_and_segment_frames(cpu_engine):
-    from drivesegrt.frame import Frame
+def test_cuda_segmenter_ring_blocks_until_another_thread_collects(cpu_engine):
+    import queue
+    import threading
 
     seg = CudaSegmenter(cpu_engine, overlay_alpha=None, slots=2)
     frames = [textured_frame((120, 160), s) for s in range(5)]
     jobs = [seg.submit(frames[0]), seg.submit(frames[1])]
     with pytest.raises(RuntimeError, match="2 frames already in flight"):
-        seg.submit(frames[2])
+        seg.submit(frames[2], block=False)
     results = [j.result() for j in jobs]
     with pytest.raises(RuntimeError, match="already collected"):
         jobs[0].result()
-    assert results[0][1] is None                                   # no device overlay asked
-    assert np.array_equal(results[1][0], seg(frames[1])[0])
-    stream = [Frame(i, f, 0.0) for i, f in enumerate(frames)]
-    pairs = list(segment_frames(seg, iter(stream), lookahead=1))
-    assert all(error is None for _, error in pairs)
-    out = [f for f, _ in pairs]
-    assert [f.index for f in out] == list(range(5))
-    assert all(np.array_equal(f.labels, seg(f.image)[0]) for f in out)
-    assert all("infer" in f.stages_ms for f in out)
-    # a consumer that stops early leaves no slot busy
-    gen = segment_frames(seg, iter([Frame(i, f, 0.0) for i, f in enumerate(frames)]), 1)
-    next(gen)
-    gen.close()
-    seg(frames[0])
+    assert results[0].overlay is None                              # no device overlay asked
+    assert np.array_equal(results[1].labels, seg(frames[1]))
+    # The pipeline's shape: one thread submits all frames (waiting for free slots), another
+    # collects them in order.
+    q: queue.Queue = queue.Queue()
+    submitter = threading.Thread(target=lambda: [q.put(seg.submit(f)) for f in frames])
+    submitter.start()
+    collected = [q.get(timeout=30).result() for _ in frames]
+    submitter.join(timeout=30)
+    assert not submitter.is_alive()
+    assert all(np.array_equal(r.labels, seg(f)) for r, f in zip(collected, frames))
+    assert all("infer" in r.stages_ms for r in collected)
     seg.close()
     with pytest.raises(RuntimeError, match="closed"):
         seg(frames[0])
@@ -281,7 +282,7 @@ def test_engines_on_cpu_take_tensors_and_refuse_gpu_options(tiny_ckpt, tmp_path)
     ort = load_engine("onnxruntime", tiny_onnx(tmp_path / "tiny.onnx"))
     y = ort.infer(torch.from_numpy(np.ascontiguousarray(x[:, :, :64, :96])))
     assert isinstance(y, torch.Tensor) and y.shape[1] == 11
-    assert ort.input_dtype == torch.float32
+    assert ort.input_dtype == "float32"
 
 
 # ---------------------------------------------------------------- on a CUDA device
@@ -375,7 +376,7 @@ def test_cuda_graphs_equal_eager_and_fp16_close(tiny_ckpt):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     half = load_engine("torch", tiny_ckpt, device="cuda", fp16=True, channels_last=True,
                        cuda_graphs=True)
-    assert half.spec.precision == "fp16" and half.input_dtype == torch.float16
+    assert half.spec.precision == "fp16" and half.input_dtype == "float16"
     out16 = half.infer(x).float()
     assert (out16.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.99
     for eng in (eager, graphs, half):
@@ -454,10 +455,11 @@ def test_cuda_segmenter_matches_cpu_segmenter(tiny_ckpt, cpu_engine, filter_mode
     cpu = Segmenter(cpu_engine, filter_mode)
     for seed in range(3):
         frame = textured_frame((1080, 1920), seed)
-        labels, times = gpu(frame)
-        ref, _ = cpu(frame)
+        result = gpu.segment(frame)
+        labels, times = result.labels, result.stages_ms
+        ref = cpu(frame)
         assert (labels == ref).mean() >= 0.99
-        assert gpu.last_overlay.shape == (1080, 1920, 3)
+        assert result.overlay.shape == (1080, 1920, 3)
         assert set(times) == {"preprocess", "infer", "postprocess"}
     gpu.close()
     gpu_engine.close()

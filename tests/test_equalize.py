@@ -106,9 +106,9 @@ def test_equalization_recovers_int8_accuracy_on_the_bundled_model(tmp_path):
     from deploy_helpers import camvid_images
 
     from drivesegrt.deploy.quantize import calibration_images, quantize_int8
-    from drivesegrt.run import BUNDLED
+    from drivesegrt.infer.build import model_path
 
-    fp32 = BUNDLED["onnxruntime"]                      # uint8 NHWC in, normalization in graph
+    fp32 = model_path(None, "onnxruntime")                      # uint8 NHWC in, normalization in graph
     meta = read_meta(onnx.load(str(fp32)), where=str(fp32))
     h, w = meta.input_size
     frames = np.stack([cv2.resize(cv2.imread(str(p)), (w, h), interpolation=cv2.INTER_LINEAR)

@@ -32,7 +32,7 @@ def run_eval(*argv) -> int:
 def test_single_model_json_contract_and_png(ckpts, tmp_path, shared_data, capsys):
     path = ckpts[0][0]
     out, png = tmp_path / "scores.json", tmp_path / "cm.png"
-    assert run_eval("--model", path, "--data", CAMVID, "--split", "test", "--max-images",
+    assert run_eval("--model", path, "--backend", "torch", "--data", CAMVID, "--split", "test", "--max-images",
                     N_IMAGES, "--json", out, "--confusion", png) == 0
     r = json.loads(out.read_text())
     for key in ("miou", "pixel_acc", "mean_class_acc", "per_class_iou", "images"):
@@ -52,7 +52,7 @@ def test_scores_match_an_independent_evaluation(ckpts, shared_data, tmp_path):
     numbers (torch bilinear upsample of logits + argmax)."""
     path, model, meta = ckpts[0]
     out = tmp_path / "s.json"
-    assert run_eval("--model", path, "--data", CAMVID, "--max-images", N_IMAGES,
+    assert run_eval("--model", path, "--backend", "torch", "--data", CAMVID, "--max-images", N_IMAGES,
                     "--json", out) == 0
     ours = json.loads(out.read_text())
     split = open_split(CAMVID, "test")
@@ -87,14 +87,14 @@ def test_agreement_is_the_fraction_of_identical_pixels(ckpts, shared_data):
     from drivesegrt.engines import load_engine
     from drivesegrt.infer.segmenter import Segmenter
 
-    entries = evaluate.plan_entries([str(c[0]) for c in ckpts], None)
+    entries = evaluate.plan_entries([str(c[0]) for c in ckpts], ["torch"])
     split = open_split(CAMVID, "test")
     split = type(split)(split.name, split.split, split.pairs[:1], split.labels, split.read_label)
     for e in entries:
         e.segmenter = Segmenter(load_engine(e.backend, str(e.path)))
     pixels = evaluate.evaluate(entries, split)
     image = read_image(split.pairs[0][0])
-    preds = [e.segmenter(image)[0] for e in entries]
+    preds = [e.segmenter(image) for e in entries]
     assert pixels == image.shape[0] * image.shape[1]
     assert entries[1].agree == np.count_nonzero(preds[0] == preds[1])
     assert entries[0].cm.sum() == np.count_nonzero(split.read_label(split.pairs[0][1]) != 11)
@@ -129,7 +129,7 @@ def test_cityscapes_layout(tmp_path):
     root = make_cityscapes(tmp_path / "cs", split="val")
     path, *_ = tiny_checkpoint(tmp_path / "cs.pt", CITYSCAPES19, input_size=(32, 32))
     out = tmp_path / "s.json"
-    assert run_eval("--model", path, "--data", root, "--split", "val", "--json", out) == 0
+    assert run_eval("--model", path, "--backend", "torch", "--data", root, "--split", "val", "--json", out) == 0
     r = json.loads(out.read_text())
     assert r["dataset"] == "cityscapes" and r["images"] == 4
     assert list(r["per_class_iou"]) == list(CITYSCAPES19.class_names)
@@ -153,15 +153,19 @@ def expect_error(capsys, *argv, contains: str):
 
 
 def test_missing_dataset_folder(tiny, tmp_path, capsys):
-    expect_error(capsys, "--model", tiny, "--data", tmp_path / "gone", contains="gone")
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", tmp_path / "gone", contains="gone")
 
 
 def test_missing_model_and_missing_bundled_model(tmp_path, capsys, monkeypatch):
+    from drivesegrt.infer import build
+
     data = fixture_camvid(tmp_path / "cv")
     expect_error(capsys, "--model", tmp_path / "no.pt", "--data", data,
-                 contains="model file not found")
-    monkeypatch.setattr(evaluate, "DEFAULT_MODEL", tmp_path / "weights" / "absent.pt")
-    expect_error(capsys, "--data", data, contains="absent.pt; pass --model PATH")
+                 contains=f"model file not found: {tmp_path / 'no.pt'} (bundled models: camvid)")
+    absent = tmp_path / "weights" / "absent.onnx"
+    monkeypatch.setitem(build.BUNDLED, "camvid", {"torch": absent, "onnx": absent})
+    expect_error(capsys, "--data", data,
+                 contains=f"bundled model 'camvid' is missing its file {absent} (reinstall")
 
 
 def test_label_out_of_range(tiny, tmp_path, capsys):
@@ -169,22 +173,22 @@ def test_label_out_of_range(tiny, tmp_path, capsys):
     bad = np.zeros((36, 48), np.uint8)
     bad[5, 5] = 200
     cv2.imwrite(str(data / "testannot" / "f1.png"), bad)
-    expect_error(capsys, "--model", tiny, "--data", data, contains="f1.png: label id 200 out")
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data, contains="f1.png: label id 200 out")
 
 
 def test_count_and_size_mismatch(tiny, tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv", n=3)
     cv2.imwrite(str(data / "testannot" / "f0.png"), np.zeros((30, 48), np.uint8))
-    expect_error(capsys, "--model", tiny, "--data", data, contains="f0.png: label size 48x30")
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data, contains="f0.png: label size 48x30")
     (data / "testannot" / "f2.png").unlink()
-    expect_error(capsys, "--model", tiny, "--data", data,
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data,
                  contains="3 images in test/ but 2 labels")
 
 
 def test_model_for_another_label_set(tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv")
     cs, *_ = tiny_checkpoint(tmp_path / "cs.pt", CITYSCAPES19, input_size=(32, 32))
-    expect_error(capsys, "--model", cs, "--data", data, contains="differ from the camvid")
+    expect_error(capsys, "--model", cs, "--backend", "torch", "--data", data, contains="differ from the camvid")
 
 
 def test_backend_count_mismatch(tiny, tmp_path, capsys):
@@ -199,7 +203,7 @@ def test_cuda_scores_match_cpu(ckpts, tmp_path, shared_data):
     results = {}
     for device in ("cpu", "cuda"):
         out = tmp_path / f"{device}.json"
-        assert run_eval("--model", path, "--device", device, "--data", CAMVID,
+        assert run_eval("--model", path, "--backend", "torch", "--device", device, "--data", CAMVID,
                         "--max-images", N_IMAGES, "--json", out) == 0
         results[device] = json.loads(out.read_text())
     assert results["cuda"]["miou"] == pytest.approx(results["cpu"]["miou"], abs=1e-3)

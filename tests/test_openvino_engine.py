@@ -14,8 +14,8 @@ from drivesegrt import cli
 from drivesegrt.deploy.export import export_onnx
 from drivesegrt.deploy.quantize import quantize_int8
 from drivesegrt.engines import load_engine
+from drivesegrt.infer.build import model_path
 from drivesegrt.preprocess import normalize
-from drivesegrt.run import BUNDLED
 
 pytest.importorskip("openvino", reason="openvino not installed (pip install '.[openvino]')")
 
@@ -75,11 +75,11 @@ def test_bundled_model_fp32_and_int8_agree_with_onnxruntime(shared_data, tmp_pat
 
     int8 = tmp_path / "bundled.int8.onnx"
     calib = [p for p in sorted((shared_data / "camvid" / "train").glob("*.png"))[::60]]
-    quantize_int8(BUNDLED["onnxruntime"], int8, calib)
-    fp32_ov = load_engine("openvino", BUNDLED["openvino"])
+    quantize_int8(model_path(None, "onnxruntime"), int8, calib)
+    fp32_ov = load_engine("openvino", model_path(None, "openvino"))
     h, w = fp32_ov.spec.input_size
     frames = np.stack([cv2.resize(cv2.imread(str(p)), (w, h)) for p in camvid_images(4)])
-    ref = load_engine("onnxruntime", BUNDLED["onnxruntime"]).infer(frames).argmax(1)
+    ref = load_engine("onnxruntime", model_path(None, "onnxruntime")).infer(frames).argmax(1)
     assert (fp32_ov.infer(frames).argmax(1) == ref).mean() >= 0.9999
     int8_ov = load_engine("openvino", int8)
     assert int8_ov.spec.precision == "int8"
@@ -98,8 +98,8 @@ def test_cli_run_and_eval_with_openvino(shared_data, tmp_path, capsys):
     assert (s["frames_in"], s["frames_out"]) == (20, 20)
     assert len(list((out / "masks").iterdir())) == 20
     capsys.readouterr()
-    rc = cli.main(["eval", "--model", str(BUNDLED["onnxruntime"]), "--model",
-                   str(BUNDLED["openvino"]), "--backend", "onnxruntime", "--backend", "openvino",
+    rc = cli.main(["eval", "--model", str(model_path(None, "onnxruntime")), "--model",
+                   str(model_path(None, "openvino")), "--backend", "onnxruntime", "--backend", "openvino",
                    "--data", str(shared_data / "camvid"), "--max-images", "3"])
     table = capsys.readouterr().out
     assert rc == 0
@@ -109,7 +109,7 @@ def test_cli_run_and_eval_with_openvino(shared_data, tmp_path, capsys):
 
 def test_missing_openvino_is_one_line_exit_2(monkeypatch, capsys, shared_data):
     monkeypatch.setitem(sys.modules, "openvino", None)       # as if not installed
-    rc = cli.main(["eval", "--model", str(BUNDLED["openvino"]), "--backend", "openvino",
+    rc = cli.main(["eval", "--model", str(model_path(None, "openvino")), "--backend", "openvino",
                    "--data", str(shared_data / "camvid"), "--max-images", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err

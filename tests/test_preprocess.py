@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from drivesegrt.preprocess import (
     letterbox_box,
     normalize,
-    normalize_torch,
     preprocess,
     resize,
 )
@@ -22,7 +20,6 @@ def test_normalize_matches_formula():
     out = normalize(img, MEAN, STD)
     assert out.shape == (2, 3, 5, 7) and out.dtype == np.float32
     np.testing.assert_allclose(out, ref.transpose(0, 3, 1, 2), atol=1e-5)
-    np.testing.assert_allclose(normalize_torch(torch.from_numpy(img), MEAN, STD).numpy(), out, atol=1e-5)
 
 
 def test_stretch_resizes_to_input():
@@ -54,13 +51,6 @@ def test_preprocess_formats(fmt):
     x, geom = preprocess(frame, (96, 128), MEAN, STD, "stretch", fmt)
     assert x.shape == ((1, 3, 96, 128) if fmt == "float_nchw" else (1, 96, 128, 3))
     assert x.dtype == (np.float32 if fmt == "float_nchw" else np.uint8)
-
-
-def test_preprocess_torch_tensor_path_matches_numpy_on_same_size():
-    frame = np.random.default_rng(2).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    x_np, _ = preprocess(frame, (96, 128), MEAN, STD)
-    x_t, _ = preprocess(torch.from_numpy(frame), (96, 128), MEAN, STD)
-    np.testing.assert_allclose(x_t.numpy(), x_np, atol=1e-5)
 
 
 def test_bad_modes():

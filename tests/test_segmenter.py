@@ -24,27 +24,38 @@ def engine(tmp_path_factory):
 def test_segmenter_labels_at_frame_size(engine, filter_mode, resize):
     frame = np.random.default_rng(0).integers(0, 255, (270, 500, 3), dtype=np.uint8)
     seg = Segmenter(engine, filter_mode, resize)
-    labels, times = seg(frame)
+    result = seg.segment(frame)
+    labels, times = result.labels, result.stages_ms
     assert labels.shape == (270, 500) and labels.dtype == np.uint8
     assert labels.max() < len(seg.class_names)
-    assert set(times) == {"preprocess", "infer", "postprocess"}
+    assert result.overlay is None                       # the CPU segmenter does not blend
+    assert list(times) == ["preprocess", "infer", "postprocess"]
     assert all(v >= 0 for v in times.values())
+    assert np.array_equal(seg(frame), labels)           # __call__: the labels alone
 
 
 def test_segmenter_remap_to_driving5(engine):
-    frame = np.full((90, 120, 3), 100, np.uint8)
+    """remap maps every CamVid class through the driving5 table, class by class."""
+    from drivesegrt.labels import DRIVING5
+
+    frame = np.random.default_rng(3).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    full = Segmenter(engine)(frame)
     seg = Segmenter(engine, remap="driving5")
-    labels, _ = seg(frame)
-    assert seg.class_names == ("road", "sidewalk", "pole", "car", "other")
-    assert len(seg.palette) == 5
-    assert labels.max() < 5
+    labels = seg(frame)
+    assert seg.class_names == DRIVING5.class_names
+    assert seg.palette == DRIVING5.palette
+    expected = {"Road": "road", "Pavement": "sidewalk", "Pole": "pole", "SignSymbol": "pole",
+                "Car": "car"}
+    names = engine.spec.meta.class_names
+    table = np.array([DRIVING5.class_names.index(expected.get(n, "other")) for n in names])
+    assert np.array_equal(labels, table[full])
 
 
 def test_segmenter_matches_engine_logits(engine):
     """linear filter == F.interpolate(bilinear) + argmax of the engine's own logits."""
     frame = np.random.default_rng(1).integers(0, 255, (360, 480, 3), dtype=np.uint8)
     seg = Segmenter(engine, "linear")
-    labels, _ = seg(frame)
+    labels = seg(frame)
     from drivesegrt.preprocess import preprocess
     x, _ = preprocess(frame, (360, 480), engine.spec.meta.mean, engine.spec.meta.std)
     logits = torch.from_numpy(engine.infer(x))
@@ -73,21 +84,21 @@ def test_bad_modes_rejected(engine):
         Segmenter(engine, resize="crop")
 
 
-def test_deferred_postprocess_gives_the_same_labels(engine):
-    """The pipeline infers on one thread and postprocesses on another: the split must give
-    exactly what one call gives, frame by frame, in order."""
-    from drivesegrt.frame import Frame
-    from drivesegrt.infer.segmenter import segment_frames
+def test_submitted_jobs_collected_later_give_the_same_labels(engine):
+    """The pipeline submits on its infer thread and collects on its publish thread: frames
+    submitted ahead and collected afterwards give exactly what one call gives."""
+    import threading
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (135, 240, 3), dtype=np.uint8) for _ in range(4)]
     seg = Segmenter(engine)
-    frames = [Frame(i, img, 0.0) for i, img in enumerate(images)]
-    out = list(segment_frames(seg, iter(frames), defer_postprocess=True))
-    assert [f.index for f, _ in out] == [0, 1, 2, 3]
-    for (frame, error), image in zip(out, images):
-        assert error is None and frame.labels is None and frame.raw is not None
-        assert set(frame.stages_ms) == {"preprocess", "infer"}
-        labels, ms = seg.postprocess(frame.raw)
-        assert ms >= 0
-        assert np.array_equal(labels, seg(image)[0])
+    jobs = [seg.submit(img) for img in images]          # all in flight: no slot limit
+    results = []
+    t = threading.Thread(target=lambda: results.extend(j.result() for j in jobs))
+    t.start()
+    t.join()
+    for result, image in zip(results, images):
+        assert list(result.stages_ms) == ["preprocess", "infer", "postprocess"]
+        assert np.array_equal(result.labels, seg(image))
+    with pytest.raises(RuntimeError, match="already collected"):
+        jobs[0].result()

@@ -85,7 +85,8 @@ def test_bad_dataset_root_is_a_clear_error(tmp_path, capsys):
 def test_eval_accepts_the_trained_checkpoint(trained, tmp_path):
     _, out = trained
     scores_path = tmp_path / "s.json"
-    assert cli.main(["eval", "--model", str(out / "best.pt"), "--data", str(CAMVID),
+    assert cli.main(["eval", "--model", str(out / "best.pt"), "--backend", "torch",
+                     "--data", str(CAMVID),
                      "--split", "val", "--max-images", "2", "--json", str(scores_path)]) == 0
     r = json.loads(scores_path.read_text())
     assert r["images"] == 2 and 0.0 <= r["miou"] <= 1.0
@@ -118,7 +119,8 @@ def test_run_accepts_the_checkpoint_and_its_masks_score_like_eval(trained, tmp_p
         cm = cm + confusion_matrix(mask, split.read_label(lab), 11)
     from_masks = scores(cm, split.labels.class_names)
     scores_path = tmp_path / "s.json"
-    assert cli.main(["eval", "--model", str(out / "best.pt"), "--data", str(CAMVID),
+    assert cli.main(["eval", "--model", str(out / "best.pt"), "--backend", "torch",
+                     "--data", str(CAMVID),
                      "--max-images", "2", "--json", str(scores_path)]) == 0
     from_eval = json.loads(scores_path.read_text())
     for key in ("miou", "pixel_acc", "mean_class_acc", "per_class_iou"):

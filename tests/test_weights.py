@@ -5,21 +5,21 @@ import numpy as np
 from conftest import CAMVID
 
 from drivesegrt.engines import load_engine
+from drivesegrt.infer.build import BUNDLED, model_path
 from drivesegrt.infer.segmenter import Segmenter
 from drivesegrt.labels import CAMVID11
 from drivesegrt.models.checkpoint import load_model
-from drivesegrt.run import BUNDLED
 from drivesegrt.train.metrics import confusion_matrix, scores
 
 
 def test_bundled_files_exist_and_are_small():
-    for path in set(BUNDLED.values()):
+    for path in {p for files in BUNDLED.values() for p in files.values()}:
         assert path.is_file(), path
         assert path.stat().st_size < 20 * 2**20
 
 
 def test_bundled_checkpoint_carries_camvid_metadata():
-    model, meta = load_model(BUNDLED["torch"])
+    model, meta = load_model(model_path(None, "torch"))
     assert meta.arch == "mobileseg" and meta.class_names == CAMVID11.class_names
     assert meta.input_size == (360, 480) and meta.ignore_index == 11
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
@@ -31,8 +31,8 @@ def test_bundled_onnx_matches_checkpoint_and_segments_camvid(shared_data):
     weights (the README's test mIoU comes from `drivesegrt eval` on all 233 images)."""
     import cv2
 
-    torch_seg = Segmenter(load_engine("torch", BUNDLED["torch"]))
-    onnx_seg = Segmenter(load_engine("onnxruntime", BUNDLED["onnxruntime"]))
+    torch_seg = Segmenter(load_engine("torch", model_path(None, "torch")))
+    onnx_seg = Segmenter(load_engine("onnxruntime", model_path(None, "onnxruntime")))
     assert onnx_seg.meta.input_format == "uint8_nhwc_bgr"
     images = sorted((CAMVID / "test").glob("*.png"))[::40]
     cm = np.zeros((11, 11), np.int64)
@@ -40,8 +40,8 @@ def test_bundled_onnx_matches_checkpoint_and_segments_camvid(shared_data):
     for path in images:
         frame = cv2.imread(str(path))
         label = cv2.imread(str(CAMVID / "testannot" / path.name), cv2.IMREAD_UNCHANGED)
-        a, _ = torch_seg(frame)
-        b, _ = onnx_seg(frame)
+        a = torch_seg(frame)
+        b = onnx_seg(frame)
         agree.append((a == b).mean())
         cm += confusion_matrix(a, label, 11)
     assert min(agree) > 0.999

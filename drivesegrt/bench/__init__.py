@@ -11,14 +11,13 @@ import json
 from pathlib import Path
 
 from ..files import write_json
+from ..infer.build import model_path
 from ..models.checkpoint import load_model
 from .engines import RUNTIMES, Artifacts, bench_engines
 from .naive import naive_loop
 from .pipeline import run_pipeline, stage_breakdown
 from .probe import machine_info, matmul_peak_gflops, model_gflops
 from .report import markdown, plots, slim
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "mobileseg_camvid.pt"
 
 
 def _resolution(text: str) -> tuple[int, int]:
@@ -30,7 +29,8 @@ def _resolution(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="torch checkpoint")
+    p.add_argument("--model", default=str(model_path(None, "torch")),
+                   help="torch checkpoint (default: the bundled default model's)")
     p.add_argument("--video", default="synthetic:?w=960&h=540&frames=300",
                    help="source for the end-to-end and naive runs")
     p.add_argument("--runtimes", default="torch,onnxruntime,onnxruntime-int8,onnxruntime-uint8,"

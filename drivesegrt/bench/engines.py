@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engines import load_engine
+from ..infer.build import engine_options
+
 RUNTIMES = ("torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-uint8",
             "openvino", "openvino-int8", "openvino-uint8", "opencv-dnn", "tensorrt")
 
@@ -76,87 +79,77 @@ class Artifacts:
 
 
 def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, threads: int):
-    """A zero-argument callable running one batch, plus its input description."""
+    """A zero-argument callable running one batch of (batch, 3, h, w) float input.
+
+    Every runtime of drivesegrt is loaded through ``load_engine`` with the options ``run``
+    gives it (``infer.build.engine_options``), so the table times the code users get.
+    ``opencv-dnn`` is the one peer runtime: OpenCV's DNN module, not a drivesegrt backend,
+    timed on the same ONNX file for comparison."""
     h, w = hw
     x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
+    if runtime == "opencv-dnn":
+        return _opencv_runner(art.onnx(), x)
+    backend = runtime.split("-")[0]          # onnxruntime-int8 -> onnxruntime
+    options = engine_options(backend, "cpu", threads)
     if runtime in ("torch", "torch-compile"):
-        import torch
-
-        from ..models.checkpoint import load_model
-
-        model, _ = load_model(art.checkpoint)
-        if runtime == "torch-compile":
-            try:
-                model = torch.compile(model)
-            except Exception as e:  # inductor needs a C++ toolchain; report, do not crash
-                raise Unavailable(f"torch.compile failed: {e}") from None
-        xt = torch.from_numpy(x)
-
-        def run():
-            with torch.inference_mode():
-                model(xt)
-        return run
-    if runtime.startswith(("onnxruntime", "openvino")):
+        path = art.checkpoint
+        options["compile"] = runtime == "torch-compile"
+    elif runtime == "tensorrt":
+        path = art.onnx()
+    else:
         precision = runtime.partition("-")[2]
         # uint8 for OpenVINO quantizes every convolution: its int8 kernels are fast on narrow
         # layers too, where ORT's are not (ORT's recipe keeps those in fp32)
         narrow = 0 if runtime == "openvino-uint8" else None
         path = art.int8(precision, narrow) if precision else art.onnx()
-    if runtime.startswith("openvino"):
-        import importlib.util
+    if backend == "tensorrt":
+        return _tensorrt_runner(path, x)
+    try:
+        engine = load_engine(backend, str(path), device="cpu", **options)
+        engine.infer(x)                           # compile / warm up for this shape
+    except (ImportError, RuntimeError) as e:
+        raise Unavailable(f"{runtime}: {(str(e).splitlines() or [type(e).__name__])[0]}") \
+            from None
+    except ValueError as e:
+        if "not installed" in str(e):
+            raise Unavailable(str(e)) from None
+        raise
+    return lambda: engine.infer(x)
 
-        from ..engines.openvino_engine import OpenVinoEngine
 
-        if importlib.util.find_spec("openvino") is None:
-            raise Unavailable("openvino is not installed")
-        engine = OpenVinoEngine.load(str(path), threads=threads)
-        engine.infer(x)                                    # compile for this shape
-        return lambda: engine.infer(x)
-    if runtime.startswith("onnxruntime"):
-        import onnxruntime as ort
+def _opencv_runner(path: Path, x: np.ndarray):
+    import cv2
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        # as the pipeline's engine does; spinning workers would also steal the core from the
-        # runtime timed next (interleaved timing)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda: sess.run(None, {name: x})
-    if runtime == "opencv-dnn":
-        import cv2
+    try:
+        net = cv2.dnn.readNetFromONNX(str(path))
+        net.setInput(x)
+        net.forward()
+    except cv2.error as e:
+        raise Unavailable(f"OpenCV DNN cannot run this ONNX: "
+                          f"{str(e).strip().splitlines()[-1][:160]}") from None
 
-        try:
-            net = cv2.dnn.readNetFromONNX(str(art.onnx()))
-            net.setInput(x)
-            net.forward()
-        except cv2.error as e:
-            raise Unavailable(f"OpenCV DNN cannot run this ONNX: "
-                              f"{str(e).strip().splitlines()[-1][:160]}") from None
+    def run():
+        net.setInput(x)
+        net.forward()
+    return run
 
-        def run():
-            net.setInput(x)
-            net.forward()
-        return run
-    if runtime == "tensorrt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise Unavailable("tensorrt is not installed") from None
-        import torch
 
-        if not torch.cuda.is_available():
-            raise Unavailable("no CUDA device")
-        from ..engines import load_engine
+def _tensorrt_runner(path: Path, x: np.ndarray):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise Unavailable("tensorrt is not installed") from None
+    import torch
 
-        engine = load_engine("tensorrt", str(art.onnx()), device="cuda")
-        xt = torch.from_numpy(x).cuda()
+    if not torch.cuda.is_available():
+        raise Unavailable("no CUDA device")
+    engine = load_engine("tensorrt", str(path), device="cuda")
+    xt = torch.from_numpy(x).cuda()
 
-        def run():
-            engine.infer(xt)
-            torch.cuda.synchronize()
-        return run
-    raise ValueError(f"unknown runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}")
+    def run():
+        engine.infer(xt)
+        torch.cuda.synchronize()
+    return run
 
 
 def time_interleaved(fns: dict, min_seconds: float, burst: int = 5, warmup: int = 3,

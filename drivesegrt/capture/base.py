@@ -27,7 +27,12 @@ class Source(ABC):
     fps: float = 30.0             # nominal frames per second (the writer's fps)
     size: tuple[int, int] = (0, 0)   # (width, height) of the first frame
     frame_count: int | None = None   # recorded sources: frames expected, when known
-    reconnects: int = 0
+    # What summary.json reports of every source (defaults: a source that never fails or
+    # reconnects). Cameras and streams count outages; image folders count unreadable files.
+    frames_failed: int = 0           # frames the source could not decode (skipped)
+    reconnects: int = 0              # times the stream was reopened after an outage
+    outage_s: float = 0.0            # seconds spent without the stream
+    end_reason: str | None = None    # why the source ended on its own before its end, if it did
 
     def __init__(self, spec: str):
         self.spec = spec

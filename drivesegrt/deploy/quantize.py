@@ -30,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..files import image_paths
-from ..preprocess import normalize
+from ..preprocess import preprocess
 from .equalize import activation_ranges
 from .equalize import equalize as equalize_channels
 from .onnx_graph import links
@@ -107,9 +107,9 @@ def video_frames(path: str | Path, count: int) -> list[np.ndarray]:
 
 
 class FrameReader:
-    """ONNX Runtime CalibrationDataReader: one (1, ...) batch per frame, preprocessed as the
-    pipeline does: resize to (H, W) = ``meta.input_size``, then ``normalize`` for float graphs
-    -> (1, 3, H, W) float32, or (1, H, W, 3) uint8 BGR for graphs that normalize themselves."""
+    """ONNX Runtime CalibrationDataReader: one (1, ...) batch per frame, made by the pipeline's
+    own ``preprocess`` (stretch to ``meta.input_size``): (1, 3, H, W) float32 normalized RGB,
+    or (1, H, W, 3) uint8 BGR for graphs that normalize themselves."""
 
     def __init__(self, input_name: str, meta, images: list[Path], frames=()):
         self.input_name = input_name
@@ -124,11 +124,9 @@ class FrameReader:
             img = cv2.imread(str(src), cv2.IMREAD_COLOR)
             if img is None:
                 raise ValueError(f"{src}: unreadable image")
-        h, w = self.meta.input_size
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-        if self.meta.input_format == "uint8_nhwc_bgr":
-            return np.ascontiguousarray(img[None])
-        return normalize(img, self.meta.mean, self.meta.std)
+        m = self.meta
+        batch, _ = preprocess(img, m.input_size, m.mean, m.std, "stretch", m.input_format)
+        return np.ascontiguousarray(batch)
 
     def get_next(self) -> dict | None:
         if self._next >= len(self.sources):

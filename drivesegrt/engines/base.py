@@ -57,6 +57,18 @@ class Engine(ABC):
     def spec(self) -> EngineSpec:
         ...
 
+    @property
+    def input_dtype(self) -> str:
+        """numpy dtype name of the input this engine takes without a conversion: ``float32``,
+        ``float16`` or ``uint8`` (device preprocessing writes its batch in it)."""
+        return "uint8" if self.spec.input_format == "uint8_nhwc_bgr" else "float32"
+
+    @property
+    def channels_last(self) -> bool:
+        """True when a float NCHW input in channels_last memory format is used without a
+        transpose (device preprocessing then writes it that way)."""
+        return False
+
     def close(self) -> None:
         pass
 

@@ -98,9 +98,9 @@ class OnnxRuntimeEngine(Engine):
         return self._spec
 
     @property
-    def input_dtype(self):
-        """torch dtype of the graph input (float32, float16 or uint8)."""
-        return _torch_dtype(self._in_type)
+    def input_dtype(self) -> str:
+        """dtype of the graph input: float32, float16 or uint8."""
+        return np.dtype(self._in_type).name
 
     def infer(self, batch):
         """(N, 3, H, W) float32 or (N, H, W, 3) uint8 per ``spec.input_format``: numpy -> numpy;
@@ -126,7 +126,7 @@ class OnnxRuntimeEngine(Engine):
         import torch
 
         index = self._stream.device.index or 0
-        x = x.to(self.input_dtype).contiguous()            # no copy when it already matches
+        x = x.to(_torch_dtype(self._in_type)).contiguous()          # no copy when it already matches
         if x.dim() != 4:
             raise ValueError(f"{self._path}: expects a 4-D {self._spec.input_format} batch, "
                              f"got {tuple(x.shape)}")

@@ -105,9 +105,9 @@ class TensorRTEngine(Engine):
         return self._spec
 
     @property
-    def input_dtype(self):
-        """torch dtype of the engine's input binding (a tensor of it is copied unconverted)."""
-        return self._in_dtype
+    def input_dtype(self) -> str:
+        """dtype of the engine's input binding (a tensor of it is copied unconverted)."""
+        return str(self._in_dtype).removeprefix("torch.")
 
     def _prepare(self, shape: tuple[int, ...]) -> None:
         """(Re)allocate buffers for a new input shape; reused while the shape stays."""

@@ -3,6 +3,9 @@
 numpy in -> numpy float32 out (a host round trip; what the CPU pipeline uses). torch tensors in
 -> torch tensors out on the engine's device, nothing copied to the host (the CUDA pipeline).
 
+``compile`` (any device, off by default) runs the model through ``torch.compile`` (inductor);
+the first call of each input shape compiles.
+
 On CUDA, three options (all off by default, chosen explicitly by the caller/config):
 
 - ``fp16``: weights and activations in float16; tensor outputs are float16 logits.
@@ -49,7 +52,8 @@ class _Graph:
 
 class TorchEngine(Engine):
     def __init__(self, model: torch.nn.Module, meta: ModelMeta, device: str = "cpu",
-                 fp16: bool = False, channels_last: bool = False, cuda_graphs: bool = False):
+                 fp16: bool = False, channels_last: bool = False, cuda_graphs: bool = False,
+                 compile: bool = False):
         if meta.input_format != "float_nchw":
             raise ValueError(f"torch engine takes float_nchw input; the model says "
                              f"{meta.input_format!r}")
@@ -60,6 +64,8 @@ class TorchEngine(Engine):
         self._dtype = torch.float16 if fp16 else torch.float32
         self._format = torch.channels_last if channels_last else torch.contiguous_format
         self._model = model.to(self._device, self._dtype, memory_format=self._format).eval()
+        if compile:
+            self._model = torch.compile(self._model)
         self._use_graphs = bool(cuda_graphs)
         self._graphs: dict[tuple[int, ...], _Graph] = {}
         self._spec = EngineSpec(backend="torch", meta=meta, device=str(self._device),
@@ -67,14 +73,14 @@ class TorchEngine(Engine):
 
     @classmethod
     def load(cls, path: str, device: str = "cpu", fp16: bool = False,
-             channels_last: bool = False, cuda_graphs: bool = False,
+             channels_last: bool = False, cuda_graphs: bool = False, compile: bool = False,
              **options) -> "TorchEngine":
         if options:
             raise ValueError(f"torch engine: unknown options {sorted(options)}")
         _check_device(device)
         model, meta = load_model(path, "cpu")
         return cls(model, meta, device, fp16=fp16, channels_last=channels_last,
-                   cuda_graphs=cuda_graphs)
+                   cuda_graphs=cuda_graphs, compile=compile)
 
     @property
     def spec(self) -> EngineSpec:
@@ -85,9 +91,9 @@ class TorchEngine(Engine):
         return self._model
 
     @property
-    def input_dtype(self) -> torch.dtype:
+    def input_dtype(self) -> str:
         """dtype a tensor input should have to be used without a conversion."""
-        return self._dtype
+        return str(self._dtype).removeprefix("torch.")
 
     @property
     def channels_last(self) -> bool:

@@ -160,11 +160,6 @@ def _band_values_gather(logits, rows, cols) -> np.ndarray:
     return top
 
 
-def logits_linear(logits: np.ndarray, geom: Geometry, lut: np.ndarray | None = None) -> np.ndarray:
-    """(C, h, w) logits -> (H, W) uint8, ``linear`` filter (allocates; see LinearUpsampler)."""
-    return LinearUpsampler()(logits, geom, lut)
-
-
 class Postprocessor:
     """Engine output for one image -> (H, W) uint8 class ids at frame size.
 

@@ -1,13 +1,22 @@
-"""Segmenter: preprocess + engine.infer + postprocess for one frame.
+"""Segmenter: preprocess + engine + postprocess, one frame at a time.
 
-Shared by the streaming pipeline (its infer stage) and ``drivesegrt eval``. Everything about
+The contract every segmenter keeps (this CPU one and ``infer.cuda.CudaSegmenter``):
+
+    labels = seg(frame)                 # (H, W) uint8 class ids at the frame's size
+    job = seg.submit(frame)             # start one frame ...
+    result = job.result()               # ... collect it (Segmented: labels, overlay, stages_ms)
+
+``submit`` does the work that must happen in frame order on the engine's thread (CPU:
+preprocess + engine; CUDA: queue it on the device); ``result`` finishes it (CPU: the upsample
+and argmax; CUDA: wait for the download). The pipeline calls ``submit`` on its infer thread and
+``result`` on its publish thread, so the engine never waits for the upsample. Everything about
 the model (input size, mean/std, classes, palette, input/output format) comes from
 ``engine.spec.meta``; nothing is hard-coded here.
 """
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,14 +27,46 @@ from ..timing import ms_since, now
 from .postprocess import FILTER_MODES, Postprocessor
 
 
+@dataclass
+class Segmented:
+    """One segmented frame."""
+    labels: np.ndarray                  # (H, W) uint8 class ids at frame size
+    overlay: np.ndarray | None          # (H, W, 3) uint8 BGR blend when made on the device
+    stages_ms: dict[str, float]         # preprocess, infer, postprocess
+
+
+class Job(ABC):
+    """A submitted frame; ``result()`` collects it, once."""
+
+    @abstractmethod
+    def result(self) -> Segmented:
+        ...
+
+
+class _HostJob(Job):
+    def __init__(self, seg: "Segmenter", raw, times: dict[str, float]):
+        self._seg, self._raw, self._times = seg, raw, times
+
+    def result(self) -> Segmented:
+        if self._raw is None:
+            raise RuntimeError("result() was already collected for this frame")
+        raw, self._raw = self._raw, None
+        t0 = now()
+        labels = self._seg._post(*raw)
+        return Segmented(labels, None, {**self._times, "postprocess": ms_since(t0)})
+
+
 class Segmenter:
-    """preprocess + engine.infer + postprocess for one frame (shared by the pipeline and eval).
+    """preprocess + engine.infer + postprocess for one frame (the pipeline, eval and the Python
+    API use it).
 
     filter_mode: ``linear`` | ``point`` (see postprocess). resize: ``stretch`` | ``letterbox``.
     remap: optional reduced label set name (e.g. ``driving5``). input_size: (H, W) override of
     the model's input size (fully convolutional models only).
-    Not thread-safe: use one Segmenter per thread (it reuses buffers).
+    ``submit`` from one thread; ``result`` of its jobs may be called from another, in order.
     """
+
+    slots: int = 0      # frames in flight at most (0: no limit; engines return fresh arrays)
 
     def __init__(self, engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
                  remap: str | None = None, input_size: tuple[int, int] | None = None):
@@ -59,31 +100,25 @@ class Segmenter:
         """RGB color per returned class id (after remap)."""
         return self._labels.palette
 
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """(H,W,3) uint8 BGR -> ((H,W) uint8 class ids at frame size,
-        {"preprocess": ms, "infer": ms, "postprocess": ms})"""
-        raw, times = self.infer(frame)
-        labels, times["postprocess"] = self.postprocess(raw)
-        return labels, times
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 BGR -> (H, W) uint8 class ids at the frame's size."""
+        return self.segment(frame).labels
 
-    def infer(self, frame: np.ndarray) -> tuple[tuple, dict[str, float]]:
-        """The first half of ``__call__``: preprocess + engine. Returns (raw, {"preprocess",
-        "infer" ms}) where raw = (engine output for this frame, geometry) goes to
-        :meth:`postprocess`, which the pipeline runs on its publish thread so the engine thread
-        is not held up by the upsample (engines return fresh output arrays, so raw stays
-        valid while the next frame is inferred)."""
+    def segment(self, frame: np.ndarray) -> Segmented:
+        """One frame, start to end: labels, device overlay (None here) and stage times."""
+        return self.submit(frame).result()
+
+    def submit(self, frame: np.ndarray) -> Job:
+        """Preprocess and run the engine on one (H, W, 3) uint8 BGR frame now; the job's
+        ``result()`` runs the postprocess (engines return fresh output arrays, so the job stays
+        valid while later frames are inferred)."""
         t0 = now()
         batch, geom = preprocess(frame, self.input_size, self.meta.mean, self.meta.std,
                                  self.resize, self.meta.input_format)
         t1 = now()
         out = self.engine.infer(batch)
-        return (out[0], geom), {"preprocess": (t1 - t0) * 1e3, "infer": ms_since(t1)}
-
-    def postprocess(self, raw: tuple) -> tuple[np.ndarray, float]:
-        """raw from :meth:`infer` -> ((H,W) uint8 class ids at frame size, ms)."""
-        t0 = now()
-        labels = self._post(*raw)
-        return labels, ms_since(t0)
+        return _HostJob(self, (out[0], geom), {"preprocess": (t1 - t0) * 1e3,
+                                               "infer": ms_since(t1)})
 
     def close(self) -> None:
         """Release what this Segmenter owns (nothing on the CPU; see CudaSegmenter)."""
@@ -116,82 +151,3 @@ class Segmenter:
         if shape[1] != n:
             raise ValueError(f"model outputs {shape[1]} classes but its metadata names {n} "
                              f"({', '.join(self.meta.class_names[:4])}, ...)")
-
-
-def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
-                   remap: str | None = None, input_size: tuple[int, int] | None = None,
-                   overlay_alpha: float | None = None) -> Segmenter:
-    """The Segmenter for the engine's device: :class:`CudaSegmenter` (pre/postprocess and the
-    overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA and
-    torch can use it, else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish
-    stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy)."""
-    if engine.spec.device.startswith("cuda") and _torch_has_cuda():
-        from .cuda.segmenter import CudaSegmenter
-
-        return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
-                             overlay_alpha=overlay_alpha)
-    return Segmenter(engine, filter_mode, resize, remap, input_size)
-
-
-def _torch_has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def segment_frames(segmenter: Segmenter, frames: Iterable, lookahead: int = 0,
-                   defer_postprocess: bool = False) -> Iterator:
-    """Yield ``(frame, error)`` for each Frame of ``frames``, in order: ``labels`` and
-    ``stages_ms`` filled in, and ``overlay`` when the segmenter blends on the device
-    (CudaSegmenter), else left None. A frame the segmenter fails on comes with the exception
-    (``error``, labels left None), so the caller can count it and go on.
-
-    lookahead: frames submitted before the oldest one is collected (segmenters with
-    ``submit``; capped at their ``slots - 1``). 1 lets frame N+1 upload and preprocess while N
-    is inferred; use 0 for live sources, where waiting for the next frame adds latency.
-    defer_postprocess: CPU segmenters leave ``labels`` None and put ``Segmenter.infer``'s raw
-    output in ``frame.raw`` for the caller to finish with ``segmenter.postprocess`` elsewhere.
-    """
-    submit = getattr(segmenter, "submit", None)
-    lookahead = min(lookahead, getattr(segmenter, "slots", 1) - 1)
-    if submit is None:
-        for frame in frames:
-            try:
-                if defer_postprocess:
-                    frame.raw, times = segmenter.infer(frame.image)
-                else:
-                    frame.labels, times = segmenter(frame.image)
-            except Exception as e:  # one bad frame must not end the stream
-                yield frame, e
-                continue
-            frame.stages_ms.update(times)
-            yield frame, None
-        return
-    pending: deque = deque()
-
-    def finish():
-        frame, job = pending.popleft()
-        try:
-            frame.labels, frame.overlay, times = job.result()
-        except Exception as e:
-            return frame, e
-        frame.stages_ms.update(times)
-        return frame, None
-
-    try:
-        for frame in frames:
-            try:
-                job = submit(frame.image)
-            except Exception as e:
-                while pending:          # keep frame order: collect the earlier ones first
-                    yield finish()
-                yield frame, e
-                continue
-            pending.append((frame, job))
-            if len(pending) > lookahead:
-                yield finish()
-        while pending:
-            yield finish()
-    finally:
-        while pending:               # the consumer stopped early: free the segmenter's slots
-            finish()

@@ -19,21 +19,27 @@ from tqdm import tqdm
 
 from ..data.camvid import read_image
 from ..data.splits import DATASETS, DatasetSplit, open_split
-from ..engines import BACKENDS, load_engine
+from ..engines import BACKENDS
 from ..files import write_json
+from ..infer.build import (
+    DEFAULT_BACKEND,
+    DEFAULT_MODEL,
+    make_segmenter,
+    model_path,
+    open_engine,
+)
 from ..infer.segmenter import Segmenter
 from .metrics import confusion_matrix, scores
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "mobileseg_camvid.pt"
-
 
 def add_arguments(p):
-    p.add_argument("--model", action="append", metavar="PATH",
-                   help="torch checkpoint or ONNX file; repeat to compare several (the first is "
-                        f"the reference); default: the bundled {DEFAULT_MODEL.name}")
+    p.add_argument("--model", action="append", metavar="NAME|PATH",
+                   help="bundled model name, torch checkpoint or ONNX file; repeat to compare "
+                        f"several (the first is the reference); default: the bundled "
+                        f"{DEFAULT_MODEL!r}")
     p.add_argument("--backend", action="append", choices=list(BACKENDS),
                    help="once for all models or once per --model, in order (an ONNX file needs "
-                        "onnxruntime, openvino or tensorrt); default: torch (the bundled checkpoint)")
+                        f"onnxruntime, openvino or tensorrt); default: {DEFAULT_BACKEND}")
     p.add_argument("--data", required=True, help="dataset root (CamVid SegNet layout or "
                                                  "Cityscapes leftImg8bit/gtFine)")
     p.add_argument("--split", default="test")
@@ -75,8 +81,8 @@ def main(args) -> int:
     entries = plan_entries(args.model, args.backend)
     with ExitStack() as stack:
         for e in entries:
-            engine = stack.enter_context(load_engine(e.backend, str(e.path), args.device))
-            e.segmenter = Segmenter(engine, filter_mode=args.filter)
+            engine = stack.enter_context(open_engine(e.path, e.backend, args.device))
+            e.segmenter = make_segmenter(engine, filter_mode=args.filter)
             e.precision = engine.spec.precision
             check_classes(e, split)
             try:                            # output vs metadata, checked before scoring
@@ -99,18 +105,14 @@ def main(args) -> int:
 
 def plan_entries(models, backends) -> list[Entry]:
     """(model path, backend) pairs from the repeated --model/--backend options."""
-    paths = [Path(m) for m in (models or [DEFAULT_MODEL])]
-    for path in paths:
-        if not path.is_file():
-            hint = "; pass --model PATH" if path == DEFAULT_MODEL else ""
-            raise FileNotFoundError(f"model file not found: {path}{hint}")
-    if backends and len(backends) not in (1, len(paths)):
-        raise ValueError(f"{len(backends)} --backend values for {len(paths)} --model values; "
+    models = models or [None]
+    if backends and len(backends) not in (1, len(models)):
+        raise ValueError(f"{len(backends)} --backend values for {len(models)} --model values; "
                          f"give one for all or one per model")
-    backends = backends or ["torch"]
+    backends = backends or [DEFAULT_BACKEND]
     if len(backends) == 1:
-        backends = backends * len(paths)
-    return [Entry(p, b) for p, b in zip(paths, backends)]
+        backends = backends * len(models)
+    return [Entry(model_path(m, b), b) for m, b in zip(models, backends)]
 
 
 def check_classes(entry: Entry, split: DatasetSplit) -> None:
@@ -135,12 +137,13 @@ def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
         label = split.read_label(lab_path, image.shape)     # (H, W) uint8 train ids
         reference = None
         for e in entries:
-            pred, times = e.segmenter(image)                # (H, W) uint8 class ids
+            result = e.segmenter.segment(image)
+            pred = result.labels                            # (H, W) uint8 class ids
             if pred.shape != label.shape:
                 raise ValueError(f"{e.path}: prediction {pred.shape} for {img_path} does not "
                                  f"match its label {label.shape}")
             e.cm += confusion_matrix(pred, label, c)
-            e.ms.append(sum(times.values()))
+            e.ms.append(sum(result.stages_ms.values()))
             if reference is None:
                 reference = pred
             e.agree += int(np.count_nonzero(pred == reference))

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from ..data.transforms import TrainTransform
 from ..meta import ModelMeta
 from ..models import build_model
 from ..models.checkpoint import read_checkpoint, save_checkpoint
-from ..preprocess import normalize
+from ..preprocess import normalize, preprocess
 from .losses import SegLoss
 from .metrics import confusion_matrix, scores
 
@@ -215,19 +214,16 @@ def train_one_epoch(model, criterion, optimizer, dataset, cfg, meta, device, epo
 
 @torch.no_grad()
 def evaluate(model, dataset, meta, device, batch_size: int = 4) -> dict:
-    """Val mIoU as the pipeline scores: images stretched to the model's input size (cv2
-    bilinear, like preprocess 'stretch'), logits bilinearly upsampled to label size, argmax
-    (the arithmetic of the pipeline's 'linear' filter mode)."""
+    """Val mIoU as the pipeline scores: images through the pipeline's ``preprocess`` (stretch to
+    the model's input size), logits bilinearly upsampled to label size, argmax (the arithmetic
+    of the pipeline's 'linear' filter mode)."""
     model.eval()
     cm = np.zeros((meta.num_classes, meta.num_classes), np.int64)
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-        images = np.stack([a for a, _ in items])
-        in_h, in_w = meta.input_size
-        if images.shape[1:3] != (in_h, in_w):
-            images = np.stack([cv2.resize(a, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
-                               for a in images])
-        x = torch.from_numpy(normalize(images, meta.mean, meta.std)).to(device)
+        x = np.concatenate([preprocess(a, meta.input_size, meta.mean, meta.std)[0]
+                            for a, _ in items])                       # (N, 3, h, w)
+        x = torch.from_numpy(x).to(device)
         logits = model(x)
         logits = F.interpolate(logits.float(), size=items[0][1].shape, mode="bilinear",
                                align_corners=False)

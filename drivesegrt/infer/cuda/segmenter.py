@@ -1,10 +1,10 @@
 """CudaSegmenter: the Segmenter contract on a CUDA device; the frame crosses the bus once.
 
     seg = CudaSegmenter(engine, "linear", overlay_alpha=0.5)   # engine.spec.device: cuda[:N]
-    labels, ms = seg(frame)       # (H, W) uint8 ids, {"preprocess", "infer", "postprocess"}
-    seg.last_overlay              # (H, W, 3) uint8 BGR palette blend, made on the device
+    labels = seg(frame)           # (H, W) uint8 ids
     job = seg.submit(frame)       # or: queue frames ahead, collect them in order
-    labels, overlay, ms = job.result()
+    r = job.result()              # Segmented: labels, overlay (palette blend made on the
+                                  # device), stages_ms {"preprocess", "infer", "postprocess"}
 
 Per frame, on three CUDA streams this object owns, linked by CUDA events:
 
@@ -17,9 +17,9 @@ Per frame, on three CUDA streams this object owns, linked by CUDA events:
 
 Only uint8 crosses back, never logits. A ring of ``slots`` (default 2) holds each in-flight
 frame's buffers, all allocated on the first frame of a size and reused: submitting frame N+1
-before collecting frame N (``segmenter.segment_frames`` does, for recorded sources) lets N+1's
-upload and preprocess run while N is inferred. ``result`` waits on that frame's download event
-only. Stage times are CUDA-event times (``timing.StageTimer``); ``preprocess`` also includes the
+before collecting frame N (the pipeline submits on its infer thread and collects on its publish
+thread) lets N+1's upload and preprocess run while N is inferred. ``submit`` waits while all
+slots are in flight; ``result`` waits on that frame's download event only. Stage times are CUDA-event times (``timing.StageTimer``); ``preprocess`` also includes the
 host memcpy into pinned memory, ``postprocess`` runs until the download has finished (so it
 includes the overlay blend; the publish stage's ``overlay`` time then covers legend and HUD).
 
@@ -29,23 +29,16 @@ pinned memory, host clocks): that is how tests check it against the CPU Segmente
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...engines.base import Engine
 from ...timing import StageTimer, ms_since, now
-from ..segmenter import Segmenter
+from ..segmenter import Job, Segmented, Segmenter
 from .postprocess import DeviceOverlay, DevicePostprocessor
 from .preprocess import DevicePreprocessor, FrameUploader
-
-
-def cuda_engine_options(backend: str, fp16: bool, cuda_graphs: bool) -> dict:
-    """load_engine options for a CUDA device. torch: fp16 + channels_last (+ CUDA graphs).
-    ONNX Runtime and TensorRT take their precision from the model file."""
-    if backend == "torch":
-        return {"fp16": fp16, "channels_last": True, "cuda_graphs": cuda_graphs}
-    return {}
 
 
 def _stream_context(stream):
@@ -72,14 +65,14 @@ class _Slot:
     busy: bool = False
 
 
-class InFlight:
+class InFlight(Job):
     """A submitted frame; ``result()`` waits for it (once)."""
 
     def __init__(self, segmenter: "CudaSegmenter", slot: _Slot):
         self._seg, self._slot, self._done = segmenter, slot, False
 
-    def result(self) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
-        """((H, W) uint8 class ids, (H, W, 3) uint8 BGR overlay or None, {stage: ms})."""
+    def result(self) -> Segmented:
+        """Labels, the device-made overlay (None without ``overlay_alpha``) and stage times."""
         if self._done:
             raise RuntimeError("result() was already collected for this frame")
         self._done = True
@@ -92,7 +85,7 @@ class CudaSegmenter(Segmenter):
     Arguments as :class:`Segmenter`, plus overlay_alpha (None: no device overlay; else the
     palette opacity, as ``visualize.Overlay``), slots (frames in flight at most) and chunk_bytes
     (cap on the float block of the ``linear`` upsample). Owns CUDA streams and buffers:
-    ``close()`` releases them. Not thread-safe: one per thread.
+    ``close()`` releases them. ``submit`` from one thread; ``result`` may be called from another.
     """
 
     def __init__(self, engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
@@ -118,14 +111,7 @@ class CudaSegmenter(Segmenter):
         self._ring = [_Slot(i, StageTimer(self.device)) for i in range(self.slots)]
         self._next = 0
         self._closed = False
-        self.last_overlay: np.ndarray | None = None
-
-    # -- the Segmenter contract ------------------------------------------------------------
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """(H,W,3) uint8 BGR -> ((H,W) uint8 class ids, {"preprocess", "infer",
-        "postprocess": ms}); the device-made overlay (if enabled) is in ``last_overlay``."""
-        labels, self.last_overlay, times = self.submit(frame).result()
-        return labels, times
+        self._freed = threading.Condition()      # a slot became free (result collected)
 
     def warmup(self, runs: int = 2) -> None:
         """Check the engine against the metadata (host path, as Segmenter), then run the device
@@ -135,10 +121,10 @@ class CudaSegmenter(Segmenter):
         for _ in range(runs):
             self(frame)
 
-    # -- asynchronous use ------------------------------------------------------------------
-    def submit(self, frame: np.ndarray) -> InFlight:
+    def submit(self, frame: np.ndarray, block: bool = True) -> InFlight:
         """Queue one (H, W, 3) uint8 BGR frame; returns at once on CUDA (after the host memcpy
-        into pinned memory). At most ``slots`` frames may be in flight."""
+        into pinned memory). At most ``slots`` frames may be in flight: when all are, wait for
+        another thread to collect one (``block``), else RuntimeError."""
         import torch
 
         if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
@@ -149,17 +135,26 @@ class CudaSegmenter(Segmenter):
         if self._closed:
             raise RuntimeError("this CudaSegmenter is closed")
         slot = self._ring[self._next % self.slots]
-        if slot.busy:
-            raise RuntimeError(f"{self.slots} frames already in flight; collect a result first")
+        with self._freed:
+            if slot.busy and not block:
+                raise RuntimeError(f"{self.slots} frames already in flight; collect a result "
+                                   f"first")
+            while slot.busy:
+                self._freed.wait()
+            slot.busy = True
         self._next += 1
-        slot.busy = True
         try:
             with torch.inference_mode():
                 self._run(frame, slot)
         except BaseException:
-            slot.busy = False
+            self._release(slot)
             raise
         return InFlight(self, slot)
+
+    def _release(self, slot: _Slot) -> None:
+        with self._freed:
+            slot.busy = False
+            self._freed.notify_all()
 
     def _run(self, frame: np.ndarray, slot: _Slot) -> None:
         up, compute, down = self._streams
@@ -212,9 +207,9 @@ class CudaSegmenter(Segmenter):
             # may still hold these arrays.
             labels = labels.numpy().copy()
             overlay = overlay.numpy().copy() if self._doverlay is not None else None
-            return labels, overlay, slot.timer.read()
+            return Segmented(labels, overlay, slot.timer.read())
         finally:
-            slot.busy = False
+            self._release(slot)
 
     def _as_tensor(self, out):
         import torch
@@ -229,8 +224,8 @@ class CudaSegmenter(Segmenter):
 
         dev = self.device
         if slot.batch is None:
-            slot.batch = self._pre.new_batch(dev, getattr(self.engine, "input_dtype", None),
-                                             getattr(self.engine, "channels_last", False))
+            slot.batch = self._pre.new_batch(dev, getattr(torch, self.engine.input_dtype),
+                                             self.engine.channels_last)
             if self.cuda:
                 slot.events = {k: torch.cuda.Event() for k in ("prepped", "computed", "released")}
         if slot.frame_hw == tuple(frame_hw):

@@ -1,0 +1,121 @@
+"""From a model name or file to a ready Segmenter: bundled models, engine options, the choice of
+CPU or CUDA segmenter. ``run``, ``eval``, ``bench`` and the Python API all load through here.
+
+    seg = load_segmenter()                              # the bundled default, ONNX Runtime, CPU
+    seg = load_segmenter("camvid", backend="torch")     # a bundled model by name
+    seg = load_segmenter("runs/train/best.pt", backend="torch", device="cuda")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..engines import BACKENDS, Engine, load_engine
+from .segmenter import Segmenter
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_BACKEND = "onnxruntime"
+DEFAULT_MODEL = "camvid"
+# Bundled models by name: the torch checkpoint and its ONNX export with normalization in the
+# graph (uint8 frames in, logits out; tests/test_weights.py checks that they agree). torch loads
+# the checkpoint; ONNX Runtime, OpenVINO and TensorRT load the export.
+BUNDLED = {
+    "camvid": {"torch": WEIGHTS / "mobileseg_camvid.pt", "onnx": WEIGHTS / "mobileseg_camvid.onnx"},
+}
+
+
+def model_path(model: str | Path | None = None, backend: str = DEFAULT_BACKEND) -> Path:
+    """The file ``backend`` loads for ``model``: a bundled name (None: the default) or a path.
+
+    >>> model_path(None, "torch").name
+    'mobileseg_camvid.pt'
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    name = DEFAULT_MODEL if model is None or str(model) == "" else str(model)
+    if name in BUNDLED:
+        path = BUNDLED[name]["torch" if backend == "torch" else "onnx"]
+        if not path.is_file():
+            raise FileNotFoundError(f"bundled model {name!r} is missing its file {path} "
+                                    f"(reinstall drivesegrt, or pass --model PATH)")
+        return path
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {name} (bundled models: "
+                                f"{', '.join(BUNDLED)})")
+    return path
+
+
+def engine_options(backend: str, device: str = "cpu", threads: int = 0, fp16: bool = True,
+                   cuda_graphs: bool = False) -> dict:
+    """``load_engine`` options for ``backend`` on ``device``, as ``run`` uses them.
+
+    threads: intra-op threads of ONNX Runtime / OpenVINO (0: the runtime's default). On CUDA the
+    torch engine runs fp16 (``fp16``) in channels_last, optionally replaying a CUDA graph;
+    ONNX Runtime and TensorRT take their precision from the model file."""
+    options: dict = {}
+    if backend == "onnxruntime" and threads:
+        options["intra_op_threads"] = threads
+    if backend == "openvino" and threads:
+        options["threads"] = threads
+    if backend == "torch" and device.startswith("cuda"):
+        options.update(fp16=fp16, channels_last=True, cuda_graphs=cuda_graphs)
+    return options
+
+
+def open_engine(model: str | Path | None = None, backend: str = DEFAULT_BACKEND,
+                device: str = "cpu", **options) -> Engine:
+    """Load ``model`` (see :func:`model_path`) on ``backend``; a runtime that is not installed
+    is a ValueError naming the backend."""
+    path = model_path(model, backend)
+    try:
+        return load_engine(backend, str(path), device=device, **options)
+    except ImportError as e:
+        raise ValueError(f"backend {backend!r} is not available here ({e})") from None
+
+
+def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
+                   remap: str | None = None, input_size: tuple[int, int] | None = None,
+                   overlay_alpha: float | None = None) -> Segmenter:
+    """The Segmenter for the engine's device: ``CudaSegmenter`` (pre/postprocess and the
+    overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA and
+    torch can use it, else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish
+    stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy)."""
+    if engine.spec.device.startswith("cuda") and _torch_has_cuda():
+        from .cuda.segmenter import CudaSegmenter
+
+        return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
+                             overlay_alpha=overlay_alpha)
+    return Segmenter(engine, filter_mode, resize, remap, input_size)
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_segmenter(model: str | Path | None = None, backend: str = DEFAULT_BACKEND,
+                   device: str = "cpu", *, filter_mode: str = "linear", resize: str = "stretch",
+                   remap: str | None = None, input_size: tuple[int, int] | None = None,
+                   overlay_alpha: float | None = None, threads: int = 0, fp16: bool = True,
+                   cuda_graphs: bool = False) -> Segmenter:
+    """A warmed-up Segmenter for ``model`` (a bundled name such as ``"camvid"``, a ``.pt``
+    checkpoint or an ``.onnx`` file; None: the bundled default) on ``backend`` and ``device``.
+
+    ``seg(frame)`` then maps an (H, W, 3) uint8 BGR frame to (H, W) uint8 class ids;
+    ``seg.class_names`` and ``seg.palette`` name and color them. The other arguments are as in
+    ``drivesegrt run`` (see config.yaml). Close it with ``seg.close(); seg.engine.close()``.
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    engine = open_engine(model, backend, device,
+                         **engine_options(backend, device, threads, fp16, cuda_graphs))
+    try:
+        seg = make_segmenter(engine, filter_mode, resize, remap, input_size, overlay_alpha)
+        seg.warmup()
+    except BaseException:
+        engine.close()
+        raise
+    return seg
