@@ -28,14 +28,28 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
                NotADirectoryError, FileExistsError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the contract for bad input), not argparse's usage block."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        print(f"drivesegrt: error: {command + ': ' if command else ''}{message} "
+              f"(see '{self.prog} -h')", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from . import __version__
+
+    p = _Parser(
         prog="drivesegrt",
+        usage="drivesegrt [--version] COMMAND [options]",
         description="Real-time semantic segmentation for driving video.",
         epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items())
-        + "\n\n'drivesegrt COMMAND -h' shows a command's options.",
+        + "\n\n'drivesegrt COMMAND -h' shows a command's options; 'drivesegrt run' segments "
+          "the built-in synthetic: source with the bundled model.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="run", help=argparse.SUPPRESS)
+    p.add_argument("--version", action="version", version=f"drivesegrt {__version__}")
     return p
 
 
@@ -46,19 +60,26 @@ def _error(msg: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        _top_parser().print_help()
-        return 0
-    # No command (or only options) means `run` with defaults: the embedded demo.
-    command = argv.pop(0) if argv and not argv[0].startswith("-") else "run"
+    if not argv or argv[0].startswith("-"):
+        # No command: help (or --version); a run needs its command named.
+        try:
+            _top_parser().parse_args(argv or ["--help"])
+        except SystemExit as e:
+            return int(e.code or 0)
+        return _error(f"options before a command: {argv[0]}; usage: drivesegrt COMMAND "
+                      f"[options]")
+    command = argv.pop(0)
     if command not in COMMANDS:
         return _error(f"unknown command {command!r}; choose from {', '.join(COMMANDS)}")
     module_name, help_text = COMMANDS[command]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"drivesegrt {command}", description=help_text)
+    parser = _Parser(prog=f"drivesegrt {command}", description=help_text)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     module.add_arguments(parser)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     try:
         return int(module.main(args) or 0)
     except USER_ERRORS as e:

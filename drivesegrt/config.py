@@ -13,6 +13,15 @@ from pathlib import Path
 
 import yaml
 
+from .engines import BACKENDS, DEFAULT_BACKEND
+from .infer.postprocess import FILTER_MODES
+from .labels import LABEL_SETS
+from .preprocess import RESIZE_MODES
+from .publish.sinks import VIDEO_CODECS
+
+# Choices of the run config, each from its one home.
+_BACKENDS, _LABEL_SETS = tuple(BACKENDS), tuple(LABEL_SETS)
+
 
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
@@ -128,6 +137,16 @@ def load_dataclass(cls, source: str | os.PathLike | dict | None, overrides: dict
     return _build(cls, data, "")
 
 
+def choices(obj, name: str) -> tuple:
+    """The allowed values of the ``Literal`` field ``name`` of a config dataclass (or instance):
+    what the CLI offers as ``choices``."""
+    hint = typing.get_type_hints(obj if isinstance(obj, type) else type(obj))[name]
+    for tp in (hint, *typing.get_args(hint)):
+        if typing.get_origin(tp) is typing.Literal:
+            return typing.get_args(tp)
+    raise ValueError(f"config field {name!r} has no fixed choices")
+
+
 def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
@@ -146,7 +165,7 @@ def _require(ok: bool, key: str, msg: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     path: str = ""                     # a bundled model name ("camvid") or a file; "" = the default
-    backend: typing.Literal["torch", "onnxruntime", "openvino", "tensorrt"] = "onnxruntime"
+    backend: typing.Literal[_BACKENDS] = DEFAULT_BACKEND     # type: ignore[valid-type]
     device: str = "cpu"                # cpu | cuda | cuda:N
     input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size
     threads: int = 0                   # engine threads (torch, ORT intra-op, OpenVINO); 0 = default
@@ -161,13 +180,13 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    resize: typing.Literal["stretch", "letterbox"] = "stretch"
+    resize: typing.Literal[RESIZE_MODES] = "stretch"          # type: ignore[valid-type]
 
 
 @dataclasses.dataclass(frozen=True)
 class PostprocessConfig:
-    filter: typing.Literal["linear", "point"] = "linear"
-    remap: typing.Literal["camvid11", "cityscapes19", "driving5"] | None = None
+    filter: typing.Literal[FILTER_MODES] = "linear"           # type: ignore[valid-type]
+    remap: typing.Literal[_LABEL_SETS] | None = None          # type: ignore[valid-type]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +202,7 @@ class OverlayConfig:
 @dataclasses.dataclass(frozen=True)
 class SinksConfig:
     video: bool = True                 # overlay.mp4 (video, stream, camera, synthetic sources)
-    video_codec: typing.Literal["auto", "h264", "mp4v"] = "auto"
+    video_codec: typing.Literal[VIDEO_CODECS] = "auto"        # type: ignore[valid-type]
     video_preset: typing.Literal[X264_PRESETS] = "ultrafast"   # type: ignore[valid-type]
     video_crf: int = 23
     images: bool = True                # overlays/<stem>.jpg (image sources)

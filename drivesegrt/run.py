@@ -12,29 +12,45 @@ stderr, exit code 1.
 """
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-from .config import RunConfig, load_dataclass, to_dict
+from .config import RunConfig, choices, load_dataclass, to_dict
 
 
 def add_arguments(p) -> None:
+    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
-    p.add_argument("--model", help="model file (default: the bundled mobileseg_camvid .onnx for "
-                   "onnxruntime/openvino/tensorrt, .pt for torch)")
-    p.add_argument("--backend", help="torch | onnxruntime | openvino | tensorrt (default: onnxruntime)")
-    p.add_argument("--device", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--model", metavar="NAME|PATH", help="a bundled model (camvid) or a model "
+                   "file: .onnx for onnxruntime/openvino/tensorrt, .pt for torch (default: the "
+                   "bundled camvid model)")
+    p.add_argument("--backend", choices=choices(model, "backend"),
+                   help=f"inference runtime (default: {model.backend})")
+    p.add_argument("--device", metavar="{cpu,cuda,cuda:N}", help="default: cpu")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="engine threads (torch, ONNX Runtime, OpenVINO); default: the runtime's")
+    p.add_argument("--input-size", metavar="HxW", type=_hw,
+                   help="model input size override (fully convolutional models), e.g. 512x1024")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
     p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--filter", help="upsampling of the model output: linear | point")
-    p.add_argument("--resize", help="fit frames to the model input: stretch | letterbox")
-    p.add_argument("--remap", help="reduced label set for outputs, e.g. driving5")
-    p.add_argument("--alpha", type=float, help="overlay opacity 0..1")
+    p.add_argument("--filter", choices=choices(post, "filter"),
+                   help=f"upsampling of the model output (default: {post.filter})")
+    p.add_argument("--resize", choices=choices(pre, "resize"),
+                   help=f"fit frames to the model input (default: {pre.resize})")
+    p.add_argument("--remap", choices=choices(post, "remap"),
+                   help="reduced label set for outputs (default: the model's own)")
+    p.add_argument("--alpha", type=float, help="overlay opacity 0..1 (default: "
+                   f"{RunConfig.overlay.alpha})")
+    p.add_argument("--no-legend", action="store_true", help="no class legend on the overlay")
+    p.add_argument("--no-hud", action="store_true", help="no FPS/latency text on the overlay")
+    p.add_argument("--codec", choices=choices(RunConfig.sinks, "video_codec"),
+                   help="overlay.mp4 encoder (default: auto = H.264 through ffmpeg if present)")
     p.add_argument("--save-masks", action="store_true", default=None,
                    help="write masks/*.png (uint8 class ids at source resolution)")
     p.add_argument("--show", action="store_true", default=None,
@@ -47,12 +63,24 @@ def add_arguments(p) -> None:
                    "(default: keep reconnecting)")
 
 
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 360x480") from None
+    return h, w
+
+
 def load_run_config(args) -> RunConfig:
     overrides = {
         "source": args.source, "output": args.output, "max_frames": args.max_frames,
         "model.path": args.model, "model.backend": args.backend, "model.device": args.device,
+        "model.threads": args.threads, "model.input_size": args.input_size,
         "preprocess.resize": args.resize, "postprocess.filter": args.filter,
         "postprocess.remap": args.remap, "overlay.alpha": args.alpha,
+        "overlay.legend": False if args.no_legend else None,
+        "overlay.hud": False if args.no_hud else None,
+        "sinks.video_codec": args.codec,
         "sinks.masks": args.save_masks, "sinks.show": args.show,
         "sinks.video": False if args.no_video else None, "sinks.view": args.view,
         "stream.reconnect_timeout": args.reconnect_timeout,
@@ -152,16 +180,48 @@ class _SignalStop:
 
 
 def main(args) -> int:
-    from .capture import open_source, quiet_decoder_logs
+    """``drivesegrt run``: the summary table on stdout, the exit code of the README."""
+    from .capture import quiet_decoder_logs
+
+    cfg = load_run_config(args)
+    if not args.verbose:
+        quiet_decoder_logs()
+    summary, code = execute(cfg)
+    print_summary(summary)
+    if summary["error"] is not None:
+        print(f"drivesegrt: error: {summary['error']} (outputs written so far are finalized in "
+              f"{summary['output_dir']})", file=sys.stderr)
+    return code
+
+
+def run(source: str | None = None, output: str | None = None, config: str | None = None,
+        **options) -> dict:
+    """Python form of ``drivesegrt run``: the same outputs in ``output``; returns summary.json's
+    dict (its ``error`` says what stopped a run early). ``options`` are the CLI's long flags
+    with underscores (``model="camvid"``, ``backend="openvino"``, ``max_frames=100``,
+    ``save_masks=True``, ...). Bad input raises ValueError/FileNotFoundError naming it."""
+    parser = argparse.ArgumentParser(prog="drivesegrt.run")
+    add_arguments(parser)
+    args = parser.parse_args([])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise ValueError(f"unknown run option {unknown[0]!r}; allowed: "
+                         f"{', '.join(sorted(vars(args)))}")
+    vars(args).update(options, source=source, output=output, config=config)
+    summary, _ = execute(load_run_config(args), progress=False)
+    return summary
+
+
+def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
+    """Run ``cfg`` to the end: (summary.json's dict, exit code 0 | 1 | 130). Ctrl-C/SIGTERM
+    drain and finalize; bad input raises before any output exists."""
+    from .capture import open_source
     from .capture.reconnect import Backoff
     from .files import write_json
     from .pipeline import InferenceError, Pipeline
     from .publish.overlay import Overlay
     from .publish.sinks import OutputError
 
-    cfg = load_run_config(args)
-    if not getattr(args, "verbose", False):
-        quiet_decoder_logs()
     source = open_source(cfg.source, cfg.stream.reconnect_timeout,
                          Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
     seg = None
@@ -171,9 +231,9 @@ def main(args) -> int:
         sinks, jsonl = make_sinks(cfg, out, source)
         overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
                           cfg.overlay.hud)
-        progress = _progress(source, cfg.max_frames)
+        bar = _progress(source, cfg.max_frames) if progress else None
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
-                            cfg.max_frames, on_frame=progress.update if progress else None)
+                            cfg.max_frames, on_frame=bar.update if bar else None)
         for sink in sinks:
             if sink.name == "view":
                 sink.set_counters(pipeline.counters)
@@ -186,8 +246,8 @@ def main(args) -> int:
             except (OutputError, InferenceError) as e:     # outputs are finalized by now
                 error = e
             finally:
-                if progress:
-                    progress.close()
+                if bar:
+                    bar.close()
             summary = {**pipeline.summary(),
                        "source": source.describe(),
                        "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
@@ -205,17 +265,14 @@ def main(args) -> int:
             except OSError:
                 if error is None:
                     raise                      # the disk may be the very thing that is full
-            print_summary(summary)
-            if error is not None:
-                print(f"drivesegrt: error: {error} (outputs written so far are finalized in "
-                      f"{out})", file=sys.stderr)
-                return 1
     finally:
         source.close()
         if seg is not None:
             seg.close()
             seg.engine.close()
-    return 130 if sig.signum is not None else 0
+    if error is not None:
+        return summary, 1
+    return summary, 130 if sig.signum is not None else 0
 
 
 def _progress(source, max_frames):

@@ -7,16 +7,25 @@ with the reason "no CUDA device" elsewhere.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HIGHWAY_CLIP
-from pipeline_helpers import make_tiny_checkpoint, read_jsonl, read_summary, run_cli
+from helpers import (
+    HIGHWAY_CLIP,
+    MEAN,
+    STD,
+    ffmpeg,
+    needs_ffmpeg,
+    read_jsonl,
+    read_summary,
+    run_cli,
+    smooth_logits,
+    textured_frame,
+    tiny_checkpoint,
+    tiny_onnx,
+)
 
 from drivesegrt.capture import open_source
 from drivesegrt.engines import load_engine
@@ -35,28 +44,12 @@ from drivesegrt.timing import StageTimer
 
 HAVE_CUDA = torch.cuda.is_available()
 needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not HAVE_CUDA, reason="no CUDA device")]
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def cuda_test(fn):
     for mark in needs_cuda:
         fn = mark(fn)
     return fn
-
-
-def textured_frame(hw, seed=0) -> np.ndarray:
-    """(H, W, 3) uint8: smooth color blobs plus noise (edges and flat areas, like video)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (hw[0] // 16 + 2, hw[1] // 16 + 2, 3), dtype=np.uint8)
-    base = cv2.resize(small, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC).astype(np.int16)
-    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
-
-
-def smooth_logits(c, h, w, seed=0) -> np.ndarray:
-    """(C, h, w) float32 logits with class regions and boundaries (bicubic-upsampled noise)."""
-    small = np.random.default_rng(seed).standard_normal((c, h // 6 + 2, w // 6 + 2)) * 3
-    return np.stack([cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-                     for p in small])
 
 
 def geometry(frame_hw, input_hw, mode) -> Geometry:
@@ -67,7 +60,7 @@ def geometry(frame_hw, input_hw, mode) -> Geometry:
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     torch.set_num_threads(1)
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("cuda") / "tiny.pt", input_size=(96, 128))
+    return tiny_checkpoint(tmp_path_factory.mktemp("cuda") / "tiny.pt", input_size=(96, 128))
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +270,6 @@ def test_engines_on_cpu_take_tensors_and_refuse_gpu_options(tiny_ckpt, tmp_path)
     ref = eng.infer(x)
     out = eng.infer(torch.from_numpy(x))
     assert isinstance(out, torch.Tensor) and np.allclose(out.numpy(), ref, atol=1e-4)
-    from deploy_helpers import tiny_onnx
-
     ort = load_engine("onnxruntime", tiny_onnx(tmp_path / "tiny.onnx"))
     y = ort.infer(torch.from_numpy(np.ascontiguousarray(x[:, :, :64, :96])))
     assert isinstance(y, torch.Tensor) and y.shape[1] == 11
@@ -389,7 +380,6 @@ def test_ort_cuda_io_binding(tmp_path):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime CUDA execution provider not installed")
-    from deploy_helpers import tiny_onnx
 
     eng = load_engine("onnxruntime", tiny_onnx(tmp_path / "tiny.onnx"), device="cuda")
     assert "CUDAExecutionProvider" in eng.spec.providers
@@ -466,14 +456,12 @@ def test_cuda_segmenter_matches_cpu_segmenter(tiny_ckpt, cpu_engine, filter_mode
 
 
 @cuda_test
+@needs_ffmpeg
 @pytest.mark.slow
 def test_run_cli_cuda_on_1080p_clip(shared_data, tmp_path, tiny_ckpt):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed")
     clip = tmp_path / "highway_1080p.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(HIGHWAY_CLIP), "-t", "2",
-                    "-vf", "scale=1920:1080", "-c:v", "libx264", "-preset", "ultrafast",
-                    str(clip)], check=True, timeout=120)
+    ffmpeg("-i", HIGHWAY_CLIP, "-t", 2, "-vf", "scale=1920:1080", "-c:v", "libx264",
+           "-preset", "ultrafast", clip)
     out = tmp_path / "run"
     r = run_cli("run", "--backend", "torch", "--source", str(clip), "--model", str(tiny_ckpt), "--device", "cuda",
                 "--output", str(out), "--save-masks", "--max-frames", "30")

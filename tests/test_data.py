@@ -4,8 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import CAMVID
-from data_helpers import CS_IDS, CS_TRAIN, make_camvid, make_cityscapes
+from helpers import CAMVID, CS_IDS, CS_TRAIN, make_camvid, make_cityscapes
 
 from drivesegrt.data.camvid import SegmentationDataset, camvid_pairs, read_label
 from drivesegrt.data.cityscapes import (

@@ -1,22 +1,24 @@
 """Activation equalization (drivesegrt.deploy.equalize): exact in fp32, even ranges after, safe patterns."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from deploy_helpers import CAMVID_TEST, random_frames, tiny_onnx
+from helpers import (
+    CALIBRATION_LIST,
+    CAMVID,
+    camvid_images,
+    onnx_infer,
+    random_frames,
+    tiny_onnx,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 from drivesegrt.deploy.equalize import activation_ranges, equalizable, equalize
 from drivesegrt.deploy.onnx_meta import read_meta
 from drivesegrt.models import available_models
 from drivesegrt.preprocess import normalize
-
-CAMVID_ROOT = CAMVID_TEST.parent
-LIST = Path(__file__).resolve().parents[1] / "calibration" / "camvid_train.txt"
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,7 @@ def tiny(tmp_path_factory):
 
 
 def _run(model, feeds):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(None, f)[0] for f in feeds])
+    return np.concatenate([onnx_infer(model, f["input"]) for f in feeds])
 
 
 def test_equalization_is_exact_and_evens_depthwise_inputs(tiny):
@@ -103,7 +104,6 @@ def test_equalization_recovers_int8_accuracy_on_the_bundled_model(tmp_path):
     """Real weights, real CamVid frames: symmetric int8 with equalization agrees with fp32 on
     more pixels than without it (all 233 test images: 96.99 % vs 94.98 %, calibration/README.md)."""
     import cv2
-    from deploy_helpers import camvid_images
 
     from drivesegrt.deploy.quantize import calibration_images, quantize_int8
     from drivesegrt.infer.build import model_path
@@ -113,7 +113,7 @@ def test_equalization_recovers_int8_accuracy_on_the_bundled_model(tmp_path):
     h, w = meta.input_size
     frames = np.stack([cv2.resize(cv2.imread(str(p)), (w, h), interpolation=cv2.INTER_LINEAR)
                        for p in camvid_images(6)])
-    calib = calibration_images(CAMVID_ROOT, LIST, num_images=8)
+    calib = calibration_images(CAMVID, CALIBRATION_LIST, num_images=8)
 
     def labels(path):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -7,12 +7,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CAMVID
-from data_helpers import make_camvid, make_cityscapes, tiny_checkpoint
+from helpers import CAMVID, cli_main, make_camvid, make_cityscapes, tiny_checkpoint
 
-from drivesegrt import cli
 from drivesegrt.data.splits import open_split
 from drivesegrt.labels import CAMVID11, CITYSCAPES19
+from drivesegrt.models.checkpoint import load_model
 from drivesegrt.train import evaluate
 from drivesegrt.train.train import evaluate as train_evaluate
 
@@ -21,16 +20,17 @@ N_IMAGES = 2
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
+    """Two tiny random-weight checkpoints at CamVid's own size (360x480)."""
     tmp = tmp_path_factory.mktemp("ckpt")
-    return [tiny_checkpoint(tmp / f"m{s}.pt", seed=s) for s in (0, 1)]
+    return [tiny_checkpoint(tmp / f"m{s}.pt", input_size=(360, 480), seed=s) for s in (0, 1)]
 
 
 def run_eval(*argv) -> int:
-    return cli.main(["eval", *[str(a) for a in argv]])
+    return cli_main("eval", *argv)
 
 
 def test_single_model_json_contract_and_png(ckpts, tmp_path, shared_data, capsys):
-    path = ckpts[0][0]
+    path = ckpts[0]
     out, png = tmp_path / "scores.json", tmp_path / "cm.png"
     assert run_eval("--model", path, "--backend", "torch", "--data", CAMVID, "--split", "test", "--max-images",
                     N_IMAGES, "--json", out, "--confusion", png) == 0
@@ -50,7 +50,8 @@ def test_single_model_json_contract_and_png(ckpts, tmp_path, shared_data, capsys
 def test_scores_match_an_independent_evaluation(ckpts, shared_data, tmp_path):
     """At the model's own input size, eval (Segmenter, linear filter) must give the val-loop's
     numbers (torch bilinear upsample of logits + argmax)."""
-    path, model, meta = ckpts[0]
+    path = ckpts[0]
+    model, meta = load_model(path)
     out = tmp_path / "s.json"
     assert run_eval("--model", path, "--backend", "torch", "--data", CAMVID, "--max-images", N_IMAGES,
                     "--json", out) == 0
@@ -64,7 +65,7 @@ def test_scores_match_an_independent_evaluation(ckpts, shared_data, tmp_path):
 
 
 def test_several_models_one_table_with_agreement(ckpts, tmp_path, shared_data, capsys):
-    (a, *_), (b, *_) = ckpts
+    a, b = ckpts
     out, png = tmp_path / "cmp.json", tmp_path / "cm.png"
     assert run_eval("--model", a, "--model", b, "--model", a, "--backend", "torch",
                     "--data", CAMVID, "--max-images", N_IMAGES, "--filter", "point",
@@ -87,7 +88,7 @@ def test_agreement_is_the_fraction_of_identical_pixels(ckpts, shared_data):
     from drivesegrt.engines import load_engine
     from drivesegrt.infer.segmenter import Segmenter
 
-    entries = evaluate.plan_entries([str(c[0]) for c in ckpts], ["torch"])
+    entries = evaluate.plan_entries([str(c) for c in ckpts], ["torch"])
     split = open_split(CAMVID, "test")
     split = type(split)(split.name, split.split, split.pairs[:1], split.labels, split.read_label)
     for e in entries:
@@ -105,7 +106,8 @@ def test_torch_and_onnx_variants_in_one_table(ckpts, tmp_path, shared_data, caps
     the graph) scored through the same Segmenter, agreement vs the torch reference."""
     from drivesegrt.deploy.export import export_onnx
 
-    path, model, meta = ckpts[0]
+    path = ckpts[0]
+    model, meta = load_model(path)
     fp32, fp16, fused = tmp_path / "m.onnx", tmp_path / "m.fp16.onnx", tmp_path / "m.u8.onnx"
     export_onnx(model, meta, fp32)
     export_onnx(model, meta, fp16, fp16=True)
@@ -127,7 +129,7 @@ def test_torch_and_onnx_variants_in_one_table(ckpts, tmp_path, shared_data, caps
 
 def test_cityscapes_layout(tmp_path):
     root = make_cityscapes(tmp_path / "cs", split="val")
-    path, *_ = tiny_checkpoint(tmp_path / "cs.pt", CITYSCAPES19, input_size=(32, 32))
+    path = tiny_checkpoint(tmp_path / "cs.pt", labels=CITYSCAPES19, input_size=(32, 32))
     out = tmp_path / "s.json"
     assert run_eval("--model", path, "--backend", "torch", "--data", root, "--split", "val", "--json", out) == 0
     r = json.loads(out.read_text())
@@ -143,17 +145,19 @@ def fixture_camvid(root, n=2):
 
 @pytest.fixture
 def tiny(tmp_path):
-    return tiny_checkpoint(tmp_path / "t.pt", input_size=(32, 32))[0]
+    return tiny_checkpoint(tmp_path / "t.pt", input_size=(32, 32))
 
 
-def expect_error(capsys, *argv, contains: str):
+def expect_error(capsys, *argv, line: str):
+    """eval exits 2 and its last stderr line (progress bars come first) is ``line``."""
     assert run_eval(*argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("drivesegrt: error:") and contains in err, err
+    assert err == f"drivesegrt: error: {line}"
 
 
 def test_missing_dataset_folder(tiny, tmp_path, capsys):
-    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", tmp_path / "gone", contains="gone")
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", tmp_path / "gone",
+                 line=f"dataset folder not found: {tmp_path / 'gone'}")
 
 
 def test_missing_model_and_missing_bundled_model(tmp_path, capsys, monkeypatch):
@@ -161,11 +165,12 @@ def test_missing_model_and_missing_bundled_model(tmp_path, capsys, monkeypatch):
 
     data = fixture_camvid(tmp_path / "cv")
     expect_error(capsys, "--model", tmp_path / "no.pt", "--data", data,
-                 contains=f"model file not found: {tmp_path / 'no.pt'} (bundled models: camvid)")
+                 line=f"model file not found: {tmp_path / 'no.pt'} (bundled models: camvid)")
     absent = tmp_path / "weights" / "absent.onnx"
     monkeypatch.setitem(build.BUNDLED, "camvid", {"torch": absent, "onnx": absent})
     expect_error(capsys, "--data", data,
-                 contains=f"bundled model 'camvid' is missing its file {absent} (reinstall")
+                 line=f"bundled model 'camvid' is missing its file {absent} "
+                      f"(reinstall drivesegrt, or pass --model PATH)")
 
 
 def test_label_out_of_range(tiny, tmp_path, capsys):
@@ -173,33 +178,41 @@ def test_label_out_of_range(tiny, tmp_path, capsys):
     bad = np.zeros((36, 48), np.uint8)
     bad[5, 5] = 200
     cv2.imwrite(str(data / "testannot" / "f1.png"), bad)
-    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data, contains="f1.png: label id 200 out")
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data,
+                 line=f"{data / 'testannot' / 'f1.png'}: label id 200 out of range "
+                      f"(0..10, void 11)")
 
 
 def test_count_and_size_mismatch(tiny, tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv", n=3)
     cv2.imwrite(str(data / "testannot" / "f0.png"), np.zeros((30, 48), np.uint8))
-    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data, contains="f0.png: label size 48x30")
+    expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data,
+                 line=f"{data / 'testannot' / 'f0.png'}: label size 48x30 differs from its "
+                      f"image 48x36")
     (data / "testannot" / "f2.png").unlink()
     expect_error(capsys, "--model", tiny, "--backend", "torch", "--data", data,
-                 contains="3 images in test/ but 2 labels")
+                 line=f"{data}: 3 images in test/ but 2 labels in testannot/")
 
 
 def test_model_for_another_label_set(tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv")
-    cs, *_ = tiny_checkpoint(tmp_path / "cs.pt", CITYSCAPES19, input_size=(32, 32))
-    expect_error(capsys, "--model", cs, "--backend", "torch", "--data", data, contains="differ from the camvid")
+    cs = tiny_checkpoint(tmp_path / "cs.pt", labels=CITYSCAPES19, input_size=(32, 32))
+    expect_error(capsys, "--model", cs, "--backend", "torch", "--data", data,
+                 line=f"{cs}: model classes (19: road, sidewalk, building, wall, ...) differ "
+                      f"from the camvid label set (11: Sky, Building, Pole, Road, ...)")
 
 
 def test_backend_count_mismatch(tiny, tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv")
     expect_error(capsys, "--model", tiny, "--model", tiny, "--model", tiny, "--backend", "torch",
-                 "--backend", "torch", "--data", data, contains="2 --backend values for 3")
+                 "--backend", "torch", "--data", data,
+                 line="2 --backend values for 3 --model values; give one for all or one per "
+                      "model")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)")
 def test_cuda_scores_match_cpu(ckpts, tmp_path, shared_data):
-    path = ckpts[0][0]
+    path = ckpts[0]
     results = {}
     for device in ("cpu", "cuda"):
         out = tmp_path / f"{device}.json"

@@ -6,30 +6,30 @@ import dataclasses
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from deploy_helpers import camvid_images, random_frames, tiny_model, zoo_names
+from helpers import (
+    camvid_images,
+    cli_main,
+    onnx_infer,
+    random_frames,
+    tiny_checkpoint,
+    tiny_model,
+)
 from onnx import TensorProto, helper
 
-from drivesegrt import cli
 from drivesegrt.deploy.export import export_onnx
 from drivesegrt.deploy.onnx_meta import read_meta_file
 from drivesegrt.deploy.trt_check import check_tensorrt, load_rules
-from drivesegrt.models.checkpoint import save_checkpoint
+from drivesegrt.models import available_models
 from drivesegrt.preprocess import normalize
-
-
-def _run(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
 def _agreement(a, b) -> float:
     return float((np.asarray(a) == np.asarray(b)).mean())
 
 
-@pytest.mark.parametrize("name", zoo_names())
+@pytest.mark.parametrize("name", available_models())
 def test_export_matches_torch(name, tmp_path):
     model, meta = tiny_model(name)
     out = tmp_path / f"{name}.onnx"
@@ -43,14 +43,14 @@ def test_export_matches_torch(name, tmp_path):
         x = torch.randn(batch, 3, *meta.input_size)
         with torch.no_grad():
             ref = model(x).numpy()
-        got = _run(out, x.numpy())
+        got = onnx_infer(out, x.numpy())
         assert got.shape == ref.shape
         assert np.abs(got - ref).max() <= 1e-4
         assert _agreement(got.argmax(1), ref.argmax(1)) >= 0.9999
     assert check_tensorrt(out) == []
 
 
-@pytest.mark.parametrize("name", zoo_names())
+@pytest.mark.parametrize("name", available_models())
 def test_export_uint8_input_argmax(name, tmp_path):
     model, meta = tiny_model(name)
     out = tmp_path / f"{name}_u8_argmax.onnx"
@@ -59,7 +59,7 @@ def test_export_uint8_input_argmax(name, tmp_path):
     frames = random_frames(2, meta.input_size)
     with torch.no_grad():
         ref = model(torch.from_numpy(normalize(frames, meta.mean, meta.std))).argmax(1).numpy()
-    got = _run(out, frames)
+    got = onnx_infer(out, frames)
     assert got.dtype == np.int32 and got.shape == ref.shape
     assert _agreement(got, ref) >= 0.9999
     assert check_tensorrt(out) == []
@@ -72,7 +72,7 @@ def test_export_dynamic_hw(tmp_path):
     x = torch.randn(1, 3, 96, 160)
     with torch.no_grad():
         ref = model(x).argmax(1).numpy()
-    assert _agreement(_run(out, x.numpy()), ref) >= 0.9999
+    assert _agreement(onnx_infer(out, x.numpy()), ref) >= 0.9999
 
 
 def test_export_dynamo_exporter(tmp_path):
@@ -82,7 +82,7 @@ def test_export_dynamo_exporter(tmp_path):
     x = torch.randn(2, 3, *meta.input_size)
     with torch.no_grad():
         ref = model(x).numpy()
-    assert np.abs(_run(out, x.numpy()) - ref).max() <= 1e-4
+    assert np.abs(onnx_infer(out, x.numpy()) - ref).max() <= 1e-4
     assert read_meta_file(out).precision == "fp32"
     assert check_tensorrt(out) == []
 
@@ -99,7 +99,7 @@ def test_fp16_variant_agrees_on_camvid(tmp_path):
     assert any(i.data_type == TensorProto.FLOAT16 for i in proto.graph.initializer)
     frames = np.stack([cv2.resize(cv2.imread(str(p)), (480, 360)) for p in camvid_images(3)])
     x = normalize(frames, meta.mean, meta.std)
-    agree = _agreement(_run(fp16, x).argmax(1), _run(fp32, x).argmax(1))
+    agree = _agreement(onnx_infer(fp16, x).argmax(1), onnx_infer(fp32, x).argmax(1))
     print(f"fp16 vs fp32 argmax agreement: {agree:.5f}")
     assert agree >= 0.999
     assert check_tensorrt(fp16) == []
@@ -170,19 +170,16 @@ def test_trt_ops_file_names_its_version():
 # --- CLI ---------------------------------------------------------------------------------------
 
 def test_cli_export_and_check(tmp_path, capsys):
-    model, meta = tiny_model("mobileseg")
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, model, meta)
+    ckpt = tiny_checkpoint(tmp_path / "m.pt")
     out = tmp_path / "m.onnx"
-    rc = cli.main(["export", "--model", str(ckpt), "--out", str(out), "--argmax",
-                   "--uint8-input", "--check-trt"])
-    assert rc == 0
+    assert cli_main("export", "--model", ckpt, "--out", out, "--argmax", "--uint8-input",
+                    "--check-trt") == 0
     assert "TensorRT op check: passed" in capsys.readouterr().out
     assert read_meta_file(out).output == "labels"
 
 
 def test_cli_export_missing_checkpoint(tmp_path, capsys):
-    rc = cli.main(["export", "--model", str(tmp_path / "nope.pt"), "--out",
-                   str(tmp_path / "x.onnx")])
+    assert cli_main("export", "--model", tmp_path / "nope.pt", "--out", tmp_path / "x.onnx") == 2
     err = capsys.readouterr().err
-    assert rc == 2 and "nope.pt" in err and len(err.strip().splitlines()) == 1
+    assert err == f"drivesegrt: error: model file not found: {tmp_path / 'nope.pt'}\n"
+    assert not (tmp_path / "x.onnx").exists()

@@ -17,42 +17,36 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CAMVID, HIGHWAY_CLIP
-from live_helpers import LiveRun, free_port
-from pipeline_helpers import (
+from helpers import (
+    CAMVID,
+    HIGHWAY_CLIP,
+    LiveRun,
     SlowEngine,
-    make_tiny_checkpoint,
+    ffmpeg,
+    needs_ffmpeg,
     read_jsonl,
     read_summary,
     run_cli,
+    tiny_checkpoint,
     video_info,
 )
 
 from drivesegrt.capture import open_source
-from drivesegrt.capture.replay import ReplayServer
+from drivesegrt.capture.replay import ReplayServer, free_port
 from drivesegrt.engines import load_engine
 from drivesegrt.infer.segmenter import Segmenter
 from drivesegrt.pipeline import Pipeline
 from drivesegrt.publish.overlay import Overlay
 from drivesegrt.publish.sinks import JsonlSink, MaskSink, VideoSink
 
-pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed"),
-              pytest.mark.timeout(240)]
+pytestmark = [needs_ffmpeg, pytest.mark.timeout(240)]
 
 CLIP_SIZE = (960, 540)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", input_size=(96, 128))
-
-
-@pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    """One torch thread: 2 cores are shared by ffmpeg, the pipeline threads and the encoder."""
-    path = tmp_path_factory.mktemp("cfg") / "run.yaml"
-    path.write_text("model:\n  threads: 1\n")
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", input_size=(96, 128))
 
 
 @pytest.fixture
@@ -62,8 +56,9 @@ def server(shared_data):
 
 
 def run_args(model, config, source, out, *more):
-    return ("--source", source, "--model", str(model), "--config", str(config),
-            "--output", str(out), *more)
+    """``drivesegrt run`` on the torch backend: the tiny checkpoint, one engine thread."""
+    return ("run", "--backend", "torch", "--source", source, "--model", model,
+            "--config", config, "--output", out, *more)
 
 
 def assert_accounted(s):
@@ -71,10 +66,10 @@ def assert_accounted(s):
     assert s["frames_in"] == s["frames_out"] + s["frames_dropped"] + s["frames_failed"]
 
 
-def test_stream_is_segmented_live(server, tmp_path, model, config):
+def test_stream_is_segmented_live(server, tmp_path, model, one_thread_config):
     out = tmp_path / "run"
-    r = run_cli("run", "--backend", "torch", *run_args(model, config, server.url, out, "--max-frames", "30",
-                                 "--save-masks", "--reconnect-timeout", "10"))
+    r = run_cli(*run_args(model, one_thread_config, server.url, out, "--max-frames", "30",
+                          "--save-masks", "--reconnect-timeout", "10"))
     assert r.returncode == 0, r.stderr
     s = read_summary(out)
     assert s["source"]["kind"] == "stream" and s["source"]["live"]
@@ -94,12 +89,12 @@ def test_stream_is_segmented_live(server, tmp_path, model, config):
 
 
 def test_reconnects_when_the_server_comes_back_then_sigint_finalizes(shared_data, tmp_path,
-                                                                     model, config):
+                                                                     model, one_thread_config):
     port = free_port()
     out = tmp_path / "run"
     jsonl = out / "frames.jsonl"
     srv = ReplayServer(HIGHWAY_CLIP, port).start().wait_ready()
-    run = LiveRun(*run_args(model, config, srv.url, out, "--reconnect-timeout", "60"))
+    run = LiveRun(*run_args(model, one_thread_config, srv.url, out, "--reconnect-timeout", "60"))
     try:
         run.wait_for_frames(jsonl, 10)
         srv.stop()                                         # the camera dies ...
@@ -124,9 +119,9 @@ def test_reconnects_when_the_server_comes_back_then_sigint_finalizes(shared_data
     assert len(read_jsonl(jsonl)) == s["frames_out"]
 
 
-def test_camera_that_stays_away_ends_the_run_cleanly(server, tmp_path, model, config):
+def test_camera_that_stays_away_ends_the_run_cleanly(server, tmp_path, model, one_thread_config):
     out = tmp_path / "run"
-    run = LiveRun(*run_args(model, config, server.url, out, "--reconnect-timeout", "2"))
+    run = LiveRun(*run_args(model, one_thread_config, server.url, out, "--reconnect-timeout", "2"))
     try:
         run.wait_for_frames(out / "frames.jsonl", 5)
         server.stop()
@@ -146,14 +141,15 @@ def test_camera_that_stays_away_ends_the_run_cleanly(server, tmp_path, model, co
 
 def test_stream_that_does_not_open_is_one_line_exit_2(tmp_path, model):
     url = f"http://127.0.0.1:{free_port()}/live.ts"                 # nobody listens there
-    r = run_cli("run", "--backend", "torch", "--source", url, "--model", str(model), "--output", str(tmp_path / "o"))
+    r = run_cli("run", "--backend", "torch", "--source", url, "--model", model,
+                "--output", tmp_path / "o")
     assert r.returncode == 2
     assert r.stderr.strip() == f"drivesegrt: error: stream {url} does not open"
 
 
-def test_sigterm_on_a_live_run_finalizes_outputs(server, tmp_path, model, config):
+def test_sigterm_on_a_live_run_finalizes_outputs(server, tmp_path, model, one_thread_config):
     out = tmp_path / "run"
-    run = LiveRun(*run_args(model, config, server.url, out, "--save-masks"))
+    run = LiveRun(*run_args(model, one_thread_config, server.url, out, "--save-masks"))
     try:
         run.wait_for_frames(out / "frames.jsonl", 10)
         run.proc.send_signal(signal.SIGTERM)
@@ -206,22 +202,20 @@ def two_size_clip(shared_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("clip")
     enc = ["-an", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
            "-f", "mpegts"]
-    ff = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
-    subprocess.run([*ff, "-i", str(HIGHWAY_CLIP), "-t", "2", *enc, str(d / "a.ts")], check=True)
-    subprocess.run([*ff, "-ss", "2", "-i", str(HIGHWAY_CLIP), "-t", "2", "-vf", "scale=640:360",
-                    *enc, str(d / "b.ts")], check=True)
-    subprocess.run([*ff, "-i", f"concat:{d / 'a.ts'}|{d / 'b.ts'}", "-c", "copy", "-f", "mpegts",
-                    str(d / "two_sizes.ts")], check=True)
+    ffmpeg("-i", HIGHWAY_CLIP, "-t", 2, *enc, d / "a.ts")
+    ffmpeg("-ss", 2, "-i", HIGHWAY_CLIP, "-t", 2, "-vf", "scale=640:360", *enc, d / "b.ts")
+    ffmpeg("-i", f"concat:{d / 'a.ts'}|{d / 'b.ts'}", "-c", "copy", "-f", "mpegts",
+           d / "two_sizes.ts")
     return d / "two_sizes.ts"
 
 
-def test_stream_that_switches_resolution(two_size_clip, tmp_path, model, config):
+def test_stream_that_switches_resolution(two_size_clip, tmp_path, model, one_thread_config):
     """FFmpeg (through OpenCV) scales frames after the switch to the stream's first size; the
     run goes on through the switch to the end of the stream, outputs stay consistent."""
     out = tmp_path / "run"
     with ReplayServer(two_size_clip, free_port(), loop=False) as srv:
-        r = run_cli("run", "--backend", "torch", *run_args(model, config, srv.url, out, "--save-masks",
-                                     "--reconnect-timeout", "1"))
+        r = run_cli(*run_args(model, one_thread_config, srv.url, out, "--save-masks",
+                              "--reconnect-timeout", "1"))
     assert r.returncode == 0, r.stderr
     s = read_summary(out)
     assert_accounted(s)
@@ -264,7 +258,7 @@ def _mount_tiny_tmpfs(path, size="160k") -> bool:
     return r.returncode == 0
 
 
-def test_output_disk_full_mid_run(shared_data, tmp_path, model, config):
+def test_output_disk_full_mid_run(shared_data, tmp_path, model, one_thread_config):
     """masks/ on a tiny filesystem (tmpfs; needs root) fills up after a few frames. Without
     a mount, masks/ is swapped for a plain file mid-run (unwritable even for root). One clear
     error line, exit 1, and everything written so far stays valid: a playable overlay.mp4,
@@ -274,7 +268,7 @@ def test_output_disk_full_mid_run(shared_data, tmp_path, model, config):
     masks.mkdir(parents=True)
     mounted = _mount_tiny_tmpfs(masks)
     try:
-        run = LiveRun(*run_args(model, config, str(HIGHWAY_CLIP), out, "--save-masks"))
+        run = LiveRun(*run_args(model, one_thread_config, str(HIGHWAY_CLIP), out, "--save-masks"))
         if not mounted:
             while run.proc.poll() is None and len(list(masks.iterdir())) < 5:
                 time.sleep(0.05)

@@ -5,24 +5,13 @@ import threading
 import time
 
 import pytest
-import torch
-from pipeline_helpers import SlowEngine, make_tiny_checkpoint, read_jsonl, video_info
+from helpers import SlowEngine, read_jsonl, video_info
 
 from drivesegrt.capture import open_source
-from drivesegrt.engines import load_engine
 from drivesegrt.infer.segmenter import Segmenter
 from drivesegrt.pipeline import InferenceError, Pipeline
 from drivesegrt.publish.overlay import Overlay
-from drivesegrt.publish.sinks import JsonlSink, VideoSink
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = make_tiny_checkpoint(tmp_path_factory.mktemp("pl") / "tiny.pt", input_size=(96, 128))
-    eng = load_engine("torch", path)
-    yield eng
-    eng.close()
+from drivesegrt.publish.sinks import JsonlSink, Sink, VideoSink
 
 
 def build(engine, spec, sinks=(), jsonl=None, **kw):
@@ -31,8 +20,8 @@ def build(engine, spec, sinks=(), jsonl=None, **kw):
                     jsonl, **kw)
 
 
-def test_recorded_every_frame_in_order(engine, tmp_path):
-    p = build(engine, "synthetic:?w=160&h=120&frames=25", jsonl=JsonlSink(tmp_path / "f.jsonl"),
+def test_recorded_every_frame_in_order(tiny_engine, tmp_path):
+    p = build(tiny_engine, "synthetic:?w=160&h=120&frames=25", jsonl=JsonlSink(tmp_path / "f.jsonl"),
               queue_size=2)
     stats = p.run()
     assert (stats.frames_in, stats.frames_out, stats.frames_dropped) == (25, 25, 0)
@@ -44,11 +33,11 @@ def test_recorded_every_frame_in_order(engine, tmp_path):
     assert set(s["stages_ms"]["infer"]) == {"p50", "p95", "p99"} and s["fps"] > 0
 
 
-def test_live_source_drops_stale_frames_and_bounds_age(engine):
+def test_live_source_drops_stale_frames_and_bounds_age(tiny_engine):
     """Camera at 100 fps, engine at ~12 fps: frames are dropped at the source, not queued,
     so a published frame is never much older than one inference."""
     delay = 0.08
-    p = build(SlowEngine(engine, delay), "synthetic:?w=160&h=120&fps=100&frames=0&live=1",
+    p = build(SlowEngine(tiny_engine, delay), "synthetic:?w=160&h=120&fps=100&frames=0&live=1",
               max_frames=12)
     stats = p.run()
     assert stats.frames_out == 12
@@ -60,9 +49,9 @@ def test_live_source_drops_stale_frames_and_bounds_age(engine):
     assert late[len(late) // 2] < 3 * delay * 1000 and late[-1] < 5 * delay * 1000
 
 
-def test_engine_error_on_one_frame_is_counted_and_the_run_goes_on(engine, tmp_path, capsys):
+def test_engine_error_on_one_frame_is_counted_and_the_run_goes_on(tiny_engine, tmp_path, capsys):
     video = VideoSink(tmp_path / "o.mp4", (160, 120), 10.0)
-    p = build(SlowEngine(engine, fail_at=6), "synthetic:?w=160&h=120&frames=20", [video],
+    p = build(SlowEngine(tiny_engine, fail_at=6), "synthetic:?w=160&h=120&frames=20", [video],
               JsonlSink(tmp_path / "f.jsonl"), queue_size=2)
     stats = p.run()
     assert (stats.frames_in, stats.frames_out, stats.frames_failed) == (20, 19, 1)
@@ -73,9 +62,9 @@ def test_engine_error_on_one_frame_is_counted_and_the_run_goes_on(engine, tmp_pa
     assert "frame 5: inference failed (RuntimeError: engine exploded); frame skipped" in err
 
 
-def test_engine_failing_every_frame_aborts_and_finalizes_video(engine, tmp_path):
+def test_engine_failing_every_frame_aborts_and_finalizes_video(tiny_engine, tmp_path):
     video = VideoSink(tmp_path / "o.mp4", (160, 120), 10.0)
-    p = build(SlowEngine(engine, fail_from=6), "synthetic:?w=160&h=120&frames=40", [video],
+    p = build(SlowEngine(tiny_engine, fail_from=6), "synthetic:?w=160&h=120&frames=40", [video],
               queue_size=2, max_consecutive_failures=3)
     with pytest.raises(InferenceError, match="engine exploded.*3 frames in a row failed"):
         p.run()
@@ -85,9 +74,9 @@ def test_engine_failing_every_frame_aborts_and_finalizes_video(engine, tmp_path)
                 and t.is_alive()]
 
 
-def test_engine_abort_still_publishes_frames_already_inferred(engine, tmp_path):
+def test_engine_abort_still_publishes_frames_already_inferred(tiny_engine, tmp_path):
     """A slow sink leaves inferred frames queued when the engine gives up: they are kept."""
-    class SlowSink(VideoSink.__mro__[1]):
+    class SlowSink(Sink):
         name = "slow"
 
         def __init__(self):
@@ -98,7 +87,7 @@ def test_engine_abort_still_publishes_frames_already_inferred(engine, tmp_path):
             self.indices.append(frame.index)
 
     sink = SlowSink()
-    p = build(SlowEngine(engine, fail_from=9), "synthetic:?w=160&h=120&frames=40", [sink],
+    p = build(SlowEngine(tiny_engine, fail_from=9), "synthetic:?w=160&h=120&frames=40", [sink],
               queue_size=6, max_consecutive_failures=2)
     with pytest.raises(InferenceError, match="2 frames in a row failed"):
         p.run()
@@ -106,15 +95,15 @@ def test_engine_abort_still_publishes_frames_already_inferred(engine, tmp_path):
     assert (p.stats.frames_out, p.stats.frames_failed) == (8, 2)
 
 
-def test_sink_error_aborts_cleanly(engine):
-    class BrokenSink(VideoSink.__mro__[1]):
+def test_sink_error_aborts_cleanly(tiny_engine):
+    class BrokenSink(Sink):
         name = "broken"
 
         def write(self, frame):
             if frame.index == 3:
                 raise OSError("No space left on device")
 
-    p = build(engine, "synthetic:?w=160&h=120&frames=0", [BrokenSink()], queue_size=2)
+    p = build(tiny_engine, "synthetic:?w=160&h=120&frames=0", [BrokenSink()], queue_size=2)
     t0 = time.monotonic()
     with pytest.raises(OSError, match="No space left"):
         p.run()
@@ -122,8 +111,8 @@ def test_sink_error_aborts_cleanly(engine):
     assert p.stats.frames_out == 3
 
 
-def test_stop_drains_and_counts(engine):
-    p = build(engine, "synthetic:?w=160&h=120&frames=0", queue_size=3)
+def test_stop_drains_and_counts(tiny_engine):
+    p = build(tiny_engine, "synthetic:?w=160&h=120&frames=0", queue_size=3)
     threading.Timer(0.5, p.stop).start()
     stats = p.run()
     assert stats.interrupted and stats.frames_out > 0

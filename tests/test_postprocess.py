@@ -5,17 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from pipeline_helpers import make_tiny_checkpoint
+from helpers import HIGHWAY_CLIP, smooth_logits, tiny_checkpoint
 
 from drivesegrt.infer.postprocess import Postprocessor, labels_point, postprocess
 from drivesegrt.labels import CAMVID11, remap_table
 from drivesegrt.preprocess import Geometry, letterbox_box, normalize, resize
-
-
-def smooth_logits(c, h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(1, c, max(2, h // 8), max(2, w // 8), generator=g) * 3
-    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0].numpy().copy()
 
 
 def reference_linear(logits, out_hw):
@@ -52,11 +46,10 @@ def test_linear_matches_on_noisy_logits():
 def test_linear_matches_on_real_model_logits(tmp_path, shared_data):
     """A tiny random-weight MobileSeg on a real highway frame."""
     import cv2
-    from conftest import HIGHWAY_CLIP
 
     from drivesegrt.models.checkpoint import load_model
 
-    model, meta = load_model(make_tiny_checkpoint(tmp_path / "m.pt"))
+    model, meta = load_model(tiny_checkpoint(tmp_path / "m.pt", input_size=(360, 480)))
     cap = cv2.VideoCapture(str(HIGHWAY_CLIP))
     ok, frame = cap.read()
     assert ok

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import MEAN, STD
 
 from drivesegrt.preprocess import (
     letterbox_box,
     normalize,
+    pad_color,
     preprocess,
     resize,
 )
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def test_normalize_matches_formula():
@@ -46,11 +46,20 @@ def test_letterbox_keeps_aspect_and_pads():
 
 
 @pytest.mark.parametrize("fmt", ["float_nchw", "uint8_nhwc_bgr"])
-def test_preprocess_formats(fmt):
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_preprocess_formats(fmt, mode):
+    """preprocess = resize (letterbox bars in the mean color), then (float_nchw only)
+    normalize: the model's input, a batch of one."""
     frame = np.random.default_rng(1).integers(0, 256, (270, 500, 3), dtype=np.uint8)
-    x, geom = preprocess(frame, (96, 128), MEAN, STD, "stretch", fmt)
-    assert x.shape == ((1, 3, 96, 128) if fmt == "float_nchw" else (1, 96, 128, 3))
-    assert x.dtype == (np.float32 if fmt == "float_nchw" else np.uint8)
+    x, geom = preprocess(frame, (96, 128), MEAN, STD, mode, fmt)
+    resized, ref_geom = resize(frame, (96, 128), mode, pad_color(MEAN))
+    assert geom == ref_geom
+    if fmt == "float_nchw":
+        assert x.shape == (1, 3, 96, 128) and x.dtype == np.float32
+        np.testing.assert_allclose(x, normalize(resized[None], MEAN, STD), rtol=0, atol=1e-6)
+    else:
+        assert x.shape == (1, 96, 128, 3) and x.dtype == np.uint8
+        assert np.array_equal(x[0], resized)
 
 
 def test_bad_modes():

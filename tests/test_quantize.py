@@ -1,32 +1,32 @@
 """INT8 Q/DQ post-training quantization: recipe (symmetric, per-channel weights), ORT, TRT check."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from deploy_helpers import CAMVID_TEST, random_frames, tiny_model, tiny_onnx
+from helpers import (
+    CALIBRATION_LIST,
+    CAMVID,
+    cli_main,
+    random_frames,
+    tiny_model,
+    tiny_onnx,
+)
 from onnx import numpy_helper
 
-from drivesegrt import cli
 from drivesegrt.deploy.export import export_onnx
 from drivesegrt.deploy.onnx_meta import read_meta_file
 from drivesegrt.deploy.quantize import calibration_images, narrow_convs, quantize_int8
 from drivesegrt.deploy.trt_check import check_tensorrt
 from drivesegrt.preprocess import normalize
 
-ROOT = Path(__file__).resolve().parents[1]
-LIST = ROOT / "calibration" / "camvid_train.txt"
-CAMVID = CAMVID_TEST.parent
-
 
 @pytest.fixture(scope="module")
 def calib_images():
     if not (CAMVID / "train").is_dir():
         pytest.skip(f"CamVid train images not found at {CAMVID / 'train'}")
-    return calibration_images(CAMVID, LIST, num_images=4)
+    return calibration_images(CAMVID, CALIBRATION_LIST, num_images=4)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _inits(model):
 
 
 def test_calibration_list_is_deterministic_and_complete():
-    names = [ln for ln in LIST.read_text().splitlines() if ln and not ln.startswith("#")]
+    names = [ln for ln in CALIBRATION_LIST.read_text().splitlines() if ln and not ln.startswith("#")]
     assert len(names) == 100 and len(set(names)) == 100
     if (CAMVID / "train").is_dir():
         assert all((CAMVID / "train" / n).is_file() for n in names)
@@ -104,34 +104,39 @@ def test_exclude_keeps_named_layer_float(fp32_model, calib_images, tmp_path):
     conv = next(n for n in q.graph.node if n.name == classifier)
     producers = {o: n for n in q.graph.node for o in n.output}
     assert conv.input[1] in _inits(q) and conv.input[1] not in producers   # float weight
-    with pytest.raises(ValueError, match="no node named 'nope'"):
+    with pytest.raises(ValueError) as e:
         quantize_int8(fp32_model, out, calib_images, exclude=["nope"])
+    assert str(e.value) == "--exclude: no node named 'nope' in the model"
 
 
 def test_calibration_images_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as e:
         calibration_images(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="list"):
+    assert str(e.value) == f"calibration data folder not found: {tmp_path / 'missing'}"
+    with pytest.raises(FileNotFoundError) as e:
         calibration_images(tmp_path, tmp_path / "nolist.txt")
-    with pytest.raises(ValueError, match="no calibration images"):
+    assert str(e.value) == f"calibration list not found: {tmp_path / 'nolist.txt'}"
+    with pytest.raises(ValueError) as e:
         calibration_images(tmp_path)
+    assert str(e.value) == f"{tmp_path}: no calibration images"
 
 
 def test_cli_calibrate(fp32_model, calib_images, tmp_path, capsys):
     out = tmp_path / "cli.int8.onnx"
-    rc = cli.main(["calibrate", "--model", str(fp32_model), "--data", str(CAMVID),
-                   "--list", str(LIST), "--num-images", "3", "--method", "minmax",
-                   "--out", str(out)])
+    rc = cli_main("calibrate", "--model", fp32_model, "--data", CAMVID, "--list",
+                  CALIBRATION_LIST, "--num-images", 3, "--method", "minmax", "--out", out)
     printed = capsys.readouterr().out
     assert rc == 0 and "TensorRT op check: passed" in printed and "equalized" in printed
-    rc = cli.main(["calibrate", "--model", str(fp32_model), "--data", str(CAMVID),
-                   "--num-images", "2", "--method", "minmax", "--no-equalize",
-                   "--out", str(tmp_path / "plain.onnx")])
+    assert read_meta_file(out).precision == "int8"
+    rc = cli_main("calibrate", "--model", fp32_model, "--data", CAMVID, "--num-images", 2,
+                  "--method", "minmax", "--no-equalize", "--out", tmp_path / "plain.onnx")
     assert rc == 0 and "equalized" not in capsys.readouterr().out
-    rc = cli.main(["calibrate", "--model", str(out), "--data", str(CAMVID), "--num-images", "2",
-                   "--out", str(tmp_path / "again.onnx")])
-    err = capsys.readouterr().err
-    assert rc == 2 and "fp32" in err and len(err.strip().splitlines()) == 1
+    rc = cli_main("calibrate", "--model", out, "--data", CAMVID, "--num-images", 2,
+                  "--out", tmp_path / "again.onnx")
+    assert rc == 2
+    assert capsys.readouterr().err == \
+        f"drivesegrt: error: {out}: calibrate an fp32 export, not int8\n"
+    assert not (tmp_path / "again.onnx").exists()
 
 
 def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
@@ -160,8 +165,9 @@ def test_uint8_activations_for_the_cpu(fp32_model, calib_images, tmp_path):
     meta = read_meta_file(out)
     x = normalize(random_frames(2, meta.input_size), meta.mean, meta.std)
     assert np.isfinite(sess.run(None, {"input": x})[0]).all()
-    with pytest.raises(ValueError, match="activations"):
+    with pytest.raises(ValueError) as e:
         quantize_int8(fp32_model, tmp_path / "x.onnx", calib_images, activations="int4")
+    assert str(e.value) == "activations 'int4'; allowed: int8, uint8"
 
 
 def test_resize_keeps_its_input_scale(fp32_model, calib_images, tmp_path):

@@ -2,24 +2,22 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
-from conftest import CAMVID, CAMVID_CLIP, HIGHWAY_CLIP
-from pipeline_helpers import (
-    ROOT,
-    make_tiny_checkpoint,
+from helpers import (
+    CAMVID,
+    CAMVID_CLIP,
+    HIGHWAY_CLIP,
+    LiveRun,
+    cli_main,
     read_jsonl,
     read_summary,
     run_cli,
+    tiny_checkpoint,
     video_info,
 )
-
-from drivesegrt import cli
 
 SUMMARY_KEYS = {"frames_in", "frames_out", "frames_dropped", "fps", "reconnects", "stages_ms",
                 "latency_ms"}
@@ -27,29 +25,23 @@ SUMMARY_KEYS = {"frames_in", "frames_out", "frames_dropped", "fps", "reconnects"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    """One torch thread: the test machine's 2 cores are shared with the pipeline threads."""
-    path = tmp_path_factory.mktemp("cfg") / "run.yaml"
-    path.write_text("model:\n  threads: 1\n")
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", input_size=(360, 480))
 
 
 def run_inproc(capsys, *argv):
-    rc = cli.main(["run", "--backend", "torch", *argv])
+    """``drivesegrt run --backend torch ARGV`` in this process: (exit code, stdout, stderr)."""
+    rc = cli_main("run", "--backend", "torch", *argv)
     out, err = capsys.readouterr()
     return rc, out, err
 
 
 @pytest.mark.parametrize("clip, size, n", [(HIGHWAY_CLIP, (960, 540), 221),
                                            (CAMVID_CLIP, (480, 360), 101)])
-def test_real_clip_end_to_end(shared_data, tmp_path, capsys, model, config, clip, size, n):
+def test_real_clip_end_to_end(shared_data, tmp_path, capsys, model, one_thread_config, clip,
+                              size, n):
     out = tmp_path / "run"
-    rc, stdout, _ = run_inproc(capsys, "--source", str(clip), "--model", str(model),
-                               "--config", str(config), "--output", str(out), "--save-masks")
+    rc, stdout, _ = run_inproc(capsys, "--source", clip, "--model", model, "--config",
+                               one_thread_config, "--output", out, "--save-masks")
     assert rc == 0
     s = read_summary(out)
     assert SUMMARY_KEYS <= set(s)
@@ -66,15 +58,15 @@ def test_real_clip_end_to_end(shared_data, tmp_path, capsys, model, config, clip
     assert "FPS end-to-end" in stdout and "latency" in stdout
 
 
-def test_image_folder_run(shared_data, tmp_path, capsys, model, config):
+def test_image_folder_run(shared_data, tmp_path, capsys, model, one_thread_config):
     names = sorted(p.name for p in (CAMVID / "test").glob("*.png"))[:4]
     src = tmp_path / "imgs"
     src.mkdir()
     for name in names:
         (src / name).symlink_to(CAMVID / "test" / name)
     out = tmp_path / "run"
-    rc, _, _ = run_inproc(capsys, "--source", str(src), "--model", str(model), "--config",
-                          str(config), "--output", str(out), "--save-masks", "--remap", "driving5")
+    rc, _, _ = run_inproc(capsys, "--source", src, "--model", model, "--config", one_thread_config,
+                          "--output", out, "--save-masks", "--remap", "driving5")
     assert rc == 0
     stems = [n[:-4] for n in names]
     assert sorted(p.stem for p in (out / "masks").iterdir()) == stems
@@ -85,10 +77,10 @@ def test_image_folder_run(shared_data, tmp_path, capsys, model, config):
     assert read_summary(out)["model"]["classes"] == ["road", "sidewalk", "pole", "car", "other"]
 
 
-def test_synthetic_default_source_and_max_frames(tmp_path, capsys, model, config):
+def test_synthetic_default_source_and_max_frames(tmp_path, capsys, model, one_thread_config):
     out = tmp_path / "run"
-    rc, _, _ = run_inproc(capsys, "--model", str(model), "--config", str(config), "--output",
-                          str(out), "--max-frames", "6", "--filter", "point", "--no-video")
+    rc, _, _ = run_inproc(capsys, "--model", model, "--config", one_thread_config, "--output", out,
+                          "--max-frames", 6, "--filter", "point", "--no-video")
     assert rc == 0
     s = read_summary(out)
     assert s["frames_out"] == 6 and s["source"]["kind"] == "synthetic"
@@ -101,105 +93,103 @@ def _garbage(tmp_path, name, data=b"\x00\x01garbage" * 100):
     return p
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing_video", "source not found"),
-    ("garbage_video", "cannot open as a video"),
-    ("camera", "camera /dev/video97 does not open"),
-    ("missing_model", "model file not found"),
-    ("garbage_model", "not a readable drivesegrt checkpoint"),
-    ("class_mismatch", "weights do not match architecture"),
-    ("input_mismatch", "model.input_size"),
-    ("backend", "model.backend.*allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt'"),
-    ("config", "unknown config key postprocess.'filtr'"),
-    ("config_value", "postprocess.filter.*allowed: 'linear', 'point'"),
-    ("output", "output directory .* is not writable"),
+# The whole error line, as a regular expression; {tmp} stands for the test's tmp_path.
+@pytest.mark.parametrize("case, line", [
+    ("missing_video", r"source not found: {tmp}/nope\.mp4"),
+    ("garbage_video", r"{tmp}/bad\.mp4: cannot open as a video \(unknown or corrupt format\)"),
+    ("camera", r"camera /dev/video97 does not open \(no such device\)"),
+    ("missing_model", r"model file not found: {tmp}/nope\.pt \(bundled models: camvid\)"),
+    ("garbage_model", r"{tmp}/bad\.pt: not a readable drivesegrt checkpoint \(UnpicklingError: .+\)"),
+    ("class_mismatch", r"{tmp}/m5\.pt: weights do not match architecture 'mobileseg' with 5 "
+                       r"classes \(Error\(s\) in loading state_dict for MobileSeg:\)"),
+    ("input_mismatch", r"config key 'model\.input_size': must be \[height, width\] >= 8, "
+                       r"got \(4, 4\)"),
+    ("backend", r"config key 'model\.backend': 'tflite' is not allowed; "
+                r"allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt'"),
+    ("config", r"unknown config key postprocess\.'filtr'; allowed keys: filter, remap"),
+    ("config_value", r"config key 'postprocess\.filter': 'cubic' is not allowed; "
+                     r"allowed: 'linear', 'point'"),
+    ("output", r"output directory {tmp}/file/run is not writable \(Not a directory\)"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, capsys, model, case, match):
+def test_bad_input_one_line_exit_2(tmp_path, capsys, model, case, line):
     import re
 
     import torch
 
     from drivesegrt.models.checkpoint import read_checkpoint
 
-    args = {"--source": "synthetic:?frames=2", "--model": str(model), "--output": str(tmp_path / "o")}
-    if case == "missing_video":
-        args["--source"] = str(tmp_path / "nope.mp4")
+    args = {"--backend": "torch", "--source": "synthetic:?frames=2", "--model": model,
+            "--output": tmp_path / "o"}
+    config = {"input_mismatch": "model:\n  input_size: [4, 4]\n",
+              "backend": "model:\n  backend: tflite\n",
+              "config": "postprocess:\n  filtr: linear\n",
+              "config_value": "postprocess:\n  filter: cubic\n"}
+    if case in config:
+        args["--config"] = tmp_path / "c.yaml"
+        args["--config"].write_text(config[case])
+        if case == "backend":
+            del args["--backend"]                  # the flag would override the file
+    elif case == "missing_video":
+        args["--source"] = tmp_path / "nope.mp4"
     elif case == "garbage_video":
-        args["--source"] = str(_garbage(tmp_path, "bad.mp4"))
+        args["--source"] = _garbage(tmp_path, "bad.mp4")
     elif case == "camera":
         args["--source"] = "/dev/video97"
     elif case == "missing_model":
-        args["--model"] = str(tmp_path / "nope.pt")
+        args["--model"] = tmp_path / "nope.pt"
     elif case == "garbage_model":
-        args["--model"] = str(_garbage(tmp_path, "bad.pt"))
+        args["--model"] = _garbage(tmp_path, "bad.pt")
     elif case == "class_mismatch":            # metadata says 5 classes, weights have 11
         obj = read_checkpoint(model)
         obj["meta"]["class_names"] = obj["meta"]["class_names"][:5]
         obj["meta"]["palette"] = obj["meta"]["palette"][:5]
         torch.save(obj, tmp_path / "m5.pt")
-        args["--model"] = str(tmp_path / "m5.pt")
-    elif case == "input_mismatch":
-        cfg = tmp_path / "c.yaml"
-        cfg.write_text("model:\n  input_size: [4, 4]\n")
-        args["--config"] = str(cfg)
-    elif case == "backend":
-        args["--backend"] = "tflite"
-    elif case == "config":
-        cfg = tmp_path / "c.yaml"
-        cfg.write_text("postprocess:\n  filtr: linear\n")
-        args["--config"] = str(cfg)
-    elif case == "config_value":
-        args["--filter"] = "cubic"
+        args["--model"] = tmp_path / "m5.pt"
     elif case == "output":
         (tmp_path / "file").write_text("x")
-        args["--output"] = str(tmp_path / "file" / "run")
-    rc, _, err = run_inproc(capsys, *[x for kv in args.items() for x in kv])
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(match, lines[0]), lines[0]
+        args["--output"] = tmp_path / "file" / "run"
+    assert cli_main("run", *[x for kv in args.items() for x in kv]) == 2
+    err = capsys.readouterr().err
+    expected = "drivesegrt: error: " + line.format(tmp=re.escape(str(tmp_path))) + "\n"
+    assert re.fullmatch(expected, err), err
 
 
 def test_bad_input_real_process_no_traceback(tmp_path, model):
-    r = run_cli("run", "--backend", "torch", "--source", str(tmp_path / "missing.mp4"), "--model", str(model),
-                "--output", str(tmp_path / "o"))
+    r = run_cli("run", "--backend", "torch", "--source", tmp_path / "missing.mp4", "--model",
+                model, "--output", tmp_path / "o")
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
-    assert "source not found" in r.stderr
+    assert r.stderr == f"drivesegrt: error: source not found: {tmp_path / 'missing.mp4'}\n"
+    assert not (tmp_path / "o").exists()
 
 
-def test_truncated_video_publishes_decodable_frames(shared_data, tmp_path, capsys, model, config):
+def test_truncated_video_publishes_decodable_frames(shared_data, tmp_path, capsys, model,
+                                                    one_thread_config):
     data = HIGHWAY_CLIP.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     decodable = video_info(cut)[0]
     assert 0 < decodable < 221
     out = tmp_path / "run"
-    rc, _, _ = run_inproc(capsys, "--source", str(cut), "--model", str(model), "--config",
-                          str(config), "--output", str(out))
+    rc, _, _ = run_inproc(capsys, "--source", cut, "--model", model, "--config",
+                          one_thread_config, "--output", out)
     assert rc == 0
     s = read_summary(out)
     assert s["frames_out"] == s["frames_in"] == decodable
     assert video_info(out / "overlay.mp4") == (decodable, 960, 540)
 
 
-def test_sigterm_drains_and_finalizes(shared_data, tmp_path, model, config):
+def test_sigterm_drains_and_finalizes(shared_data, tmp_path, model, one_thread_config):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "drivesegrt", "run", "--backend", "torch", "--source", str(HIGHWAY_CLIP), "--model",
-         str(model), "--config", str(config), "--output", str(out)],
-        cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    jsonl = out / "frames.jsonl"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 20:
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
+    run = LiveRun("run", "--backend", "torch", "--source", HIGHWAY_CLIP, "--model", model,
+                  "--config", one_thread_config, "--output", out)
+    try:
+        run.wait_for_frames(out / "frames.jsonl", 20, timeout=120)
+        run.proc.send_signal(signal.SIGTERM)
+        rc = run.finish()
+    finally:
+        run.kill()
+    assert rc == 130, run.stderr
+    assert "Traceback" not in run.stderr
     s = read_summary(out)
     assert s["interrupted"] and 0 < s["frames_out"] < 221
     assert s["frames_in"] == s["frames_out"]

@@ -6,9 +6,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from pipeline_helpers import read_jsonl, video_info
+from helpers import published_frame, read_jsonl, video_info
 
-from drivesegrt.frame import Frame
 from drivesegrt.publish.sinks import (
     ImageSink,
     JsonlSink,
@@ -20,15 +19,7 @@ from drivesegrt.publish.sinks import (
 
 
 def frames(n, size=(96, 64), stem=None):
-    w, h = size
-    for i in range(n):
-        f = Frame(index=i, image=np.zeros((h, w, 3), np.uint8), t_capture=0.0,
-                  stem=None if stem is None else f"{stem}{i}")
-        f.overlay = np.full((h, w, 3), (i * 20) % 255, np.uint8)
-        f.labels = np.full((h, w), i % 11, np.uint8)
-        f.stages_ms = {"infer": 1.0}
-        f.latency_ms = 2.0
-        yield f
+    return [published_frame(i, size, None if stem is None else f"{stem}{i}") for i in range(n)]
 
 
 @pytest.mark.parametrize("codec", ["h264", "mp4v"])

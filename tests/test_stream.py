@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 import threading
 import time
 
 import pytest
-from conftest import HIGHWAY_CLIP
-from live_helpers import free_port
+from helpers import HIGHWAY_CLIP, needs_ffmpeg
 
 from drivesegrt.capture import open_source
 from drivesegrt.capture.reconnect import Backoff, Reconnector
-from drivesegrt.capture.replay import ReplayServer
+from drivesegrt.capture.replay import ReplayServer, free_port
 
 
 def test_backoff_doubles_up_to_the_maximum():
@@ -32,7 +30,7 @@ def test_bad_timeout_and_first_open_errors_propagate():
         Reconnector(never_opens, "stream x")
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+@needs_ffmpeg
 @pytest.mark.timeout(120)
 def test_stream_source_outage_give_up_and_cancel(shared_data):
     port = free_port()

@@ -13,19 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from browser import CHROMIUM, Chromium
-from live_helpers import LiveRun
-from pipeline_helpers import make_tiny_checkpoint, read_summary
+from helpers import LiveRun, cli_main, published_frame, read_summary, tiny_checkpoint
 
-from drivesegrt.frame import Frame
 from drivesegrt.publish.view import BOUNDARY, ViewSink, parse_address
-
-
-def frame(i: int, size=(160, 90)) -> Frame:
-    w, h = size
-    f = Frame(index=i, image=np.zeros((h, w, 3), np.uint8), t_capture=time.perf_counter())
-    f.overlay = np.full((h, w, 3), (i * 40) % 256, np.uint8)
-    f.stages_ms = {"capture": 1.0, "infer": 5.0}
-    return f
 
 
 def get(url: str, timeout: float = 10):
@@ -67,7 +57,7 @@ def test_view_serves_page_stats_and_mjpeg_and_encodes_only_while_watched():
         assert view.host == "127.0.0.1" and view.port > 0
         view.set_counters(lambda: {"frames_dropped": 7, "reconnects": 1})
         for i in range(5):
-            view.write(frame(i))
+            view.write(published_frame(i))
         time.sleep(0.3)
         assert view.jpegs_encoded == 0                       # nobody watching: no encoding
         headers, page = get(view.url)
@@ -82,7 +72,7 @@ def test_view_serves_page_stats_and_mjpeg_and_encodes_only_while_watched():
         def feed():                                          # a 30 fps publisher
             i = 5
             while not stop.is_set():
-                view.write(frame(i))
+                view.write(published_frame(i))
                 i += 1
                 time.sleep(1 / 30)
 
@@ -96,25 +86,24 @@ def test_view_serves_page_stats_and_mjpeg_and_encodes_only_while_watched():
         images = [cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_COLOR) for p in parts]
         assert all(img is not None and img.shape == (90, 160, 3) for img in images)
         assert len({int(img.mean()) for img in images}) == 3    # newer frames, not repeats
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as e:
             get(view.url + "nope")
+        assert e.value.code == 404
     finally:
         view.close()
     assert view.describe()["clients_served"] == 1
 
 
 def test_view_port_in_use_is_a_one_line_error(tmp_path, capsys):
-    from drivesegrt import cli
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
             ViewSink(f"http://127.0.0.1:{port}")
-        rc = cli.main(["run", "--backend", "torch", "--source", "synthetic:?frames=2", "--model",
-                       str(make_tiny_checkpoint(tmp_path / "m.pt", input_size=(96, 128))),
-                       "--output", str(tmp_path / "o"), "--view", f"127.0.0.1:{port}"])
+        rc = cli_main("run", "--backend", "torch", "--source", "synthetic:?frames=2", "--model",
+                      tiny_checkpoint(tmp_path / "m.pt", input_size=(96, 128)),
+                      "--output", tmp_path / "o", "--view", f"127.0.0.1:{port}")
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0]
 
@@ -123,15 +112,14 @@ def test_view_port_in_use_is_a_one_line_error(tmp_path, capsys):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 @pytest.mark.skipif(importlib.util.find_spec("websocket") is None,
                     reason="websocket-client not installed (pip install -e '.[dev]')")
-def test_live_view_in_headless_chromium(tmp_path):
+def test_live_view_in_headless_chromium(tmp_path, one_thread_config):
     """`drivesegrt run --view` on a live source; Chromium loads the page, the overlay image
     updates and the stats change; a screenshot is saved in the test's tmp dir."""
-    model = make_tiny_checkpoint(tmp_path / "tiny.pt", input_size=(96, 128))
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text("model:\n  threads: 1\n")
+    model = tiny_checkpoint(tmp_path / "tiny.pt", input_size=(96, 128))
     out = tmp_path / "run"
-    run = LiveRun("--source", "synthetic:?w=640&h=360&fps=12&frames=0&live=1", "--model",
-                  str(model), "--config", str(cfg), "--output", str(out), "--no-video",
+    run = LiveRun("run", "--backend", "torch", "--source",
+                  "synthetic:?w=640&h=360&fps=12&frames=0&live=1", "--model", model,
+                  "--config", one_thread_config, "--output", out, "--no-video",
                   "--view", "http://127.0.0.1:0")
     try:
         line = run.wait_for_line("live view at http://127.0.0.1:")

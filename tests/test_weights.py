@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import CAMVID
+from helpers import CAMVID
 
 from drivesegrt.engines import load_engine
 from drivesegrt.infer.build import BUNDLED, model_path

@@ -65,15 +65,11 @@ class Artifacts:
         if key not in self._int8:
             if not self.calib_data:
                 raise Unavailable("no calibration data (--calib-data)")
-            from ..cli import main as cli_main
+            from ..deploy.quantize import calibration_images, quantize_int8
 
             path = self.workdir / f"model.{key}.onnx"
-            extra = [] if narrow_float is None else ["--narrow-float", str(narrow_float)]
-            rc = cli_main(["calibrate", "--model", str(self.onnx()), "--data",
-                           str(self.calib_data), "--out", str(path), "--num-images", "16",
-                           "--activations", activations, *extra])
-            if rc != 0:
-                raise Unavailable(f"calibrate failed with exit code {rc}")
+            quantize_int8(self.onnx(), path, calibration_images(self.calib_data, num_images=16),
+                          activations=activations, narrow_float=narrow_float)
             self._int8[key] = path
         return self._int8[key]
 

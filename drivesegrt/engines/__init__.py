@@ -13,6 +13,9 @@ BACKENDS = {
     "tensorrt": "drivesegrt.engines.tensorrt_engine:TensorRTEngine",
 }
 
+# What `run`, `eval` and the Python API use when no backend is named.
+DEFAULT_BACKEND = "onnxruntime"
+
 
 def engine_class(backend: str) -> type[Engine]:
     try:
@@ -27,4 +30,4 @@ def load_engine(backend: str, path: str, device: str = "cpu", **options) -> Engi
     return engine_class(backend).load(str(path), device=device, **options)
 
 
-__all__ = ["BACKENDS", "Engine", "EngineSpec", "engine_class", "load_engine"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Engine", "EngineSpec", "engine_class", "load_engine"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engines import BACKENDS, Engine, load_engine
+from ..engines import BACKENDS, DEFAULT_BACKEND, Engine, load_engine
 from .segmenter import Segmenter
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_BACKEND = "onnxruntime"
 DEFAULT_MODEL = "camvid"
 # Bundled models by name: the torch checkpoint and its ONNX export with normalization in the
 # graph (uint8 frames in, logits out; tests/test_weights.py checks that they agree). torch loads

@@ -20,19 +20,6 @@ MODELS = {
     "encdec": "drivesegrt.models.encdec:EncoderDecoder",
 }
 
-# Tiny variants for tests and smoke runs (a few thousand parameters each). Every zoo model
-# except mobileseg takes ``base``: channels of its first stage, later stages are multiples.
-TINY_KWARGS = {
-    "mobileseg": {"width": 0.25, "decoder_channels": 16},
-    "fcn32s": {"base": 4},
-    "fcn16s": {"base": 4},
-    "fcn8s": {"base": 4},
-    "segnet": {"base": 4},
-    "unet": {"base": 4},
-    "encdec": {"base": 4},
-}
-
-
 def available_models() -> list[str]:
     return list(MODELS)
 
