@@ -67,3 +67,34 @@ def test_bad_modes():
         resize(np.zeros((4, 4, 3), np.uint8), (8, 8), "fit")
     with pytest.raises(ValueError, match="allowed: float_nchw, uint8_nhwc_bgr"):
         preprocess(np.zeros((4, 4, 3), np.uint8), (8, 8), MEAN, STD, input_format="rgb")
+
+
+@pytest.mark.parametrize("fmt", ["float_nchw", "uint8_nhwc_bgr"])
+def test_calibration_and_training_validation_feed_what_run_feeds(tmp_path, fmt):
+    """One preprocessing: the INT8 calibration reader and the training loop's validation
+    give the engine exactly the array the pipeline's Segmenter gives it."""
+    import cv2
+    import torch
+
+    from drivesegrt.deploy.quantize import FrameReader
+    from drivesegrt.meta import ModelMeta
+    from drivesegrt.train import train
+
+    frame = np.random.default_rng(5).integers(0, 256, (270, 500, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), frame)
+    meta = ModelMeta(arch="x", input_size=(96, 128), input_format=fmt)
+    run_input, _ = preprocess(frame, meta.input_size, meta.mean, meta.std, "stretch", fmt)
+    calib = FrameReader("input", meta, [tmp_path / "f.png"]).get_next()["input"]
+    assert calib.dtype == run_input.dtype and np.array_equal(calib, run_input)
+    if fmt == "float_nchw":                 # training validates float models only
+        seen = []
+
+        class Probe(torch.nn.Module):
+            def forward(self, x):
+                seen.append(x.numpy().copy())
+                return torch.zeros((x.shape[0], 2, *x.shape[2:]))
+
+        dataset = [(frame, np.zeros(frame.shape[:2], np.uint8))]
+        train.evaluate(Probe(), dataset, ModelMeta(arch="x", input_size=(96, 128),
+                                                   class_names=("a", "b")), "cpu")
+        assert np.array_equal(seen[0], run_input)
