@@ -18,6 +18,7 @@ MODELS = {
     "segnet": "drivesegrt.models.segnet:SegNet",
     "unet": "drivesegrt.models.unet:UNet",
     "encdec": "drivesegrt.models.encdec:EncoderDecoder",
+    "espnetv2": "drivesegrt.models.espnetv2:ESPNetv2",
 }
 
 # Tiny variants for tests and smoke runs (a few thousand parameters each). Every zoo model
@@ -30,6 +31,7 @@ TINY_KWARGS = {
     "segnet": {"base": 4},
     "unet": {"base": 4},
     "encdec": {"base": 4},
+    "espnetv2": {"s": 0.5},
 }
 
 
