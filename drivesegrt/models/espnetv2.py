@@ -24,8 +24,9 @@ which lines up only when H and W are multiples of 32; here they are resized to t
 size, the very same operation in that case.
 
 Written for export: every resampling size is computed from the input size as a Python int, so
-the ONNX graph holds constant-size Resize/AveragePool/MatMul nodes and no shape arithmetic. The
-price: an exported graph serves the input size it was exported at (the exporter's default).
+the ONNX graph resizes to constant sizes and pools with AveragePool or small constant MatMuls
+(no Gather, no data-dependent shapes). The price: an exported graph serves the input size it was
+exported at (the exporter's default; batch stays dynamic).
 """
 from __future__ import annotations
 
