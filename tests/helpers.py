@@ -50,6 +50,7 @@ TINY_KWARGS = {
     "segnet": {"base": 4},
     "unet": {"base": 4},
     "encdec": {"base": 4},
+    "espnetv2": {"s": 0.5},
 }
 TINY_SIZE = (64, 96)   # (H, W): divisible by 32, small enough for 2 shared cores
 
