@@ -207,7 +207,7 @@ class TemporalConfig:
     """Smoothing of the class probabilities over time (infer/temporal.py)."""
     smoothing: str = "none"            # none | ema:ALPHA | ema:ALPHA:flow
     scene_cut: float = 40.0            # mean grey-level change (0-255) of the thumbnail = a cut
-    max_gap_s: float = 0.5             # a jump in frame numbers worth more (or a reconnect): restart
+    max_gap_s: float = 0.5             # a jump in frame numbers worth more (or a reconnect)
 
     def validate(self):
         try:

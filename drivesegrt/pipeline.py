@@ -5,8 +5,9 @@
     infer thread    Segmenter.submit: preprocess + engine (CUDA: queued on the device)
         │ bounded queue
     publish thread  Job.result: postprocess (upsample + argmax; CUDA: download), driving
-                    figures (optional), then Overlay + sinks (video/images/masks/window hand off to their writer
-                    threads) + frames.jsonl; per-frame latency; progress bar
+                    figures (optional), then Overlay + sinks (video/images/masks/window
+                    hand off to their writer threads) + frames.jsonl; per-frame latency;
+                    progress bar
 
 Stages overlap, so throughput approaches the slowest stage rather than the sum. An engine
 error on one frame is logged and the frame counted in ``frames_failed`` (the run goes on);

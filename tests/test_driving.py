@@ -65,7 +65,8 @@ def test_coverage_and_roi_shares():
     labels = np.full((H, W), BUILDING, np.uint8)
     labels[:, : W // 2] = ROAD
     rng = np.random.default_rng(0)
-    rois = {"left": (0, 0, 0.5, 1), "ego": (0.35, 0.55, 0.65, 1.0), "tiny": (0.5, 0.5, 0.5001, 0.5001)}
+    rois = {"left": (0, 0, 0.5, 1), "ego": (0.35, 0.55, 0.65, 1.0),
+            "tiny": (0.5, 0.5, 0.5001, 0.5001)}
     fig = DrivingFigures(CAMVID11.class_names, drivable=False, rois=rois)
     rec = fig.measure(labels)
     assert rec["coverage"]["Road"] == 0.5 and rec["coverage"]["Building"] == 0.5

@@ -360,3 +360,18 @@ def test_eval_temporal_needs_video(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == ("drivesegrt: error: --temporal needs --video (smoothing runs "
                                 "over an ordered sequence)")
+
+
+def test_python_api_smoothing_and_confidence(tmp_path):
+    import drivesegrt as ds
+
+    model = tiny_onnx(tmp_path / "m.onnx", input_size=(64, 96), uint8_input=True)
+    seg = ds.load_segmenter(model, temporal="ema:0.5:flow", confidence=True, threads=1)
+    frame = textured_frame((90, 120))
+    first, second = seg.segment(frame), seg.segment(frame)
+    assert (first.temporal, second.temporal) == ("start", "smoothed")
+    assert second.confidence.shape == (90, 120) and second.confidence.dtype == np.uint8
+    assert np.array_equal(first.labels, second.labels)
+    seg.engine.close()
+    with pytest.raises(ValueError, match="^temporal smoothing 'ema'; expected none"):
+        ds.load_segmenter(model, temporal="ema")

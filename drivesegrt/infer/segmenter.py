@@ -9,11 +9,11 @@ The contract every segmenter keeps (this CPU one and ``infer.cuda.CudaSegmenter`
 ``submit`` does the work that must happen in frame order on the engine's thread (CPU:
 preprocess + engine; CUDA: queue it on the device); ``result`` finishes it (CPU: the upsample
 and argmax; CUDA: wait for the download). The pipeline calls ``submit`` on its infer thread and
-``result`` on its publish thread, so the engine never waits for the upsample. With temporal smoothing (``infer.temporal``) or confidence maps, ``result`` also
-smooths the class probabilities at model resolution (in frame order) and upsamples the top-class
-probability. Everything about
-the model (input size, mean/std, classes, palette, input/output format) comes from
-``engine.spec.meta``; nothing is hard-coded here.
+``result`` on its publish thread, so the engine never waits for the upsample. With temporal
+smoothing (``infer.temporal``) or confidence maps, ``result`` also smooths the class
+probabilities at model resolution (in frame order) and upsamples the top-class probability.
+Everything about the model (input size, mean/std, classes, palette, input/output format) comes
+from ``engine.spec.meta``; nothing is hard-coded here.
 """
 from __future__ import annotations
 

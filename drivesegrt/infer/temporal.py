@@ -30,9 +30,10 @@ from ..preprocess import Geometry, resize
 
 TEMPORAL_SYNTAX = "none | ema:ALPHA | ema:ALPHA:flow (0 < ALPHA <= 1)"
 STATUSES = ("start", "cut", "smoothed")   # what happened to a frame's scores
-# Flow quality/speed: MEDIUM on a 90x120 thumbnail costs about a millisecond and scored
-# better than ULTRAFAST/FAST at the same size (benchmarks/RESULTS.md, "Temporal stability").
-_DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+# DIS preset on the low-res thumbnail: ULTRAFAST, the cheapest. MEDIUM scored a little better
+# (a few tenths of a point of mIoU and TC) for about 2-3x the time; both meet the stability
+# target (benchmarks/temporal.py, benchmarks/RESULTS.md "Temporal stability").
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,13 @@ def low_res_gray(frame: np.ndarray, geom: Geometry, low_hw: tuple[int, int],
 
 class TemporalFilter:
     """EMA of (C, h, w) class probabilities over consecutive frames (see the module doc).
-    One per stream; call it in frame order."""
+    One per stream; call it in frame order. dis_preset: OpenCV's DIS preset for ``flow``."""
 
-    def __init__(self, spec: TemporalSpec):
+    def __init__(self, spec: TemporalSpec, dis_preset: int = DIS_PRESET):
         self.spec = spec
         self._state: np.ndarray | None = None      # (C, h, w) float32
         self._gray: np.ndarray | None = None       # (h, w) uint8 thumbnail of the last frame
-        self._dis = cv2.DISOpticalFlow_create(_DIS_PRESET) if spec.flow else None
+        self._dis = cv2.DISOpticalFlow_create(dis_preset) if spec.flow else None
         self._grid: np.ndarray | None = None       # (h, w, 2) float32 pixel coordinates
 
     def reset(self) -> None:

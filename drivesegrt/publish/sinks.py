@@ -259,7 +259,11 @@ class ConfidenceSink(_FileSink):
     single-channel uint8 top-class probability x 255 at the source resolution."""
 
     name = "confidence"
-    attr, suffix, params = "confidence", ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1)
+    # Smooth gradients: most of the encode time goes to choosing PNG filters per row; the SUB
+    # filter with run-length matching halves it for files of the same size.
+    attr, suffix, params = "confidence", ".png", (
+        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
 
 
 class WindowSink(Sink):

@@ -89,10 +89,13 @@ class Entry:
     stability: TemporalScores | None = None          # --video: TC and flicker
 
     @property
-    def label(self) -> str:
+    def model_label(self) -> str:
         extra = "" if self.precision == "fp32" else f" {self.precision}"
-        smooth = "" if self.temporal is None else f" {self.temporal}"
-        return f"{self.path.name} [{self.backend}{extra}]{smooth}"
+        return f"{self.path.name} [{self.backend}{extra}]"
+
+    @property
+    def label(self) -> str:
+        return self.model_label + ("" if self.temporal is None else f" {self.temporal}")
 
 
 def main(args) -> int:
@@ -250,15 +253,20 @@ def print_table(entries: list[Entry], results: list[dict], split: DatasetSplit,
                 filter_mode: str) -> None:
     """Classes down, entries across; IoU and accuracies in %."""
     names = split.labels.class_names
-    width = max(9, *(len(e.label) for e in entries))
+    labels = [e.label for e in entries]
+    settings = [str(e.temporal or "none") for e in entries]
+    print(f"{split.name} {split.split}: {len(split.pairs)} images, filter {filter_mode}")
+    if len({e.model_label for e in entries}) == 1 and len(set(settings)) == len(entries) > 1:
+        print(f"model {entries[0].model_label}; columns: temporal smoothing")
+        labels = settings
+    width = max(9, *(len(x) for x in labels))
     first = max(16, *(len(n) for n in names))
 
     def row(title, values, fmt="{:.1f}"):
         cells = ["-" if v is None else fmt.format(v) for v in values]
         print(f"{title:<{first}} " + " ".join(f"{c:>{width}}" for c in cells))
 
-    print(f"{split.name} {split.split}: {len(split.pairs)} images, filter {filter_mode}")
-    print(f"{'IoU %':<{first}} " + " ".join(f"{e.label:>{width}}" for e in entries))
+    print(f"{'IoU %':<{first}} " + " ".join(f"{x:>{width}}" for x in labels))
     for n in names:
         row(n, [None if r["per_class_iou"][n] is None else 100 * r["per_class_iou"][n]
                 for r in results])
