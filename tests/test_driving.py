@@ -181,6 +181,14 @@ def test_figures_none_and_default(tmp_path, capsys, model, one_thread_config):
     assert rc == 0
     rec = read_jsonl(tmp_path / "b" / "frames.jsonl")[0]
     assert {"coverage", "drivable"} <= set(rec) and "confidence" not in rec
+    cfg = tmp_path / "stats.yaml"
+    cfg.write_text("model:\n  threads: 1\nconfidence:\n  stats: true\n  low_threshold: 1.0\n")
+    rc = cli_main("run", "--source", src, "--model", model, "--config", cfg, "--output",
+                  tmp_path / "c", "--no-video", "--figures", "none")
+    assert rc == 0
+    rec = read_jsonl(tmp_path / "c" / "frames.jsonl")[0]
+    assert set(rec["confidence"]) == {"mean", "low_share"} and rec["confidence"]["low_share"] == 1
+    assert "coverage" not in rec and not (tmp_path / "c" / "confidence").exists()
     capsys.readouterr()
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import time
 
 import cv2
 import numpy as np
@@ -11,15 +13,20 @@ import torch
 import torch.nn.functional as F
 from helpers import (
     CAMVID,
+    HIGHWAY_CLIP,
+    LiveRun,
     SlowEngine,
     logits_onnx,
+    needs_ffmpeg,
     read_jsonl,
+    read_summary,
     run_cli,
     textured_frame,
     tiny_onnx,
 )
 
 from drivesegrt.capture import open_source
+from drivesegrt.capture.replay import ReplayServer, free_port
 from drivesegrt.engines import load_engine
 from drivesegrt.infer import build
 from drivesegrt.infer.postprocess import upsample_plane
@@ -375,3 +382,38 @@ def test_python_api_smoothing_and_confidence(tmp_path):
     seg.engine.close()
     with pytest.raises(ValueError, match="^temporal smoothing 'ema'; expected none"):
         ds.load_segmenter(model, temporal="ema")
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(240)
+def test_smoothing_restarts_after_a_stream_reconnect(shared_data, tmp_path, one_thread_config):
+    """ffmpeg serves the highway clip live; it stops and comes back. The first frame after the
+    outage (the largest gap in capture times) starts smoothing afresh."""
+    model = tiny_onnx(tmp_path / "m.onnx", input_size=(96, 128), uint8_input=True)
+    port, out = free_port(), tmp_path / "run"
+    jsonl = out / "frames.jsonl"
+    srv = ReplayServer(HIGHWAY_CLIP, port).start().wait_ready()
+    run = LiveRun("run", "--source", srv.url, "--model", model, "--config", one_thread_config,
+                  "--output", out, "--reconnect-timeout", "60", "--no-video",
+                  "--temporal", "ema:0.5")
+    try:
+        run.wait_for_frames(jsonl, 10)
+        srv.stop()
+        run.wait_for_line("lost; reconnecting")
+        time.sleep(1.0)
+        srv = ReplayServer(HIGHWAY_CLIP, port).start().wait_ready()
+        run.wait_for_line("is back after")
+        n = run.wait_for_frames(jsonl, 1)
+        run.wait_for_frames(jsonl, n + 5)
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish() == 130, run.stderr
+    finally:
+        srv.stop()
+        run.kill()
+    recs = read_jsonl(jsonl)
+    gaps = [b["capture_time"] - a["capture_time"] for a, b in zip(recs, recs[1:])]
+    after = int(np.argmax(gaps)) + 1
+    assert gaps[after - 1] >= 1.0 and recs[after]["temporal"] == "start"
+    assert recs[0]["temporal"] == "start"
+    assert {r["temporal"] for r in recs} <= {"start", "cut", "smoothed"}
+    assert read_summary(out)["reconnects"] >= 1
