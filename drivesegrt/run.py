@@ -61,6 +61,20 @@ def add_arguments(p) -> None:
     p.add_argument("--reconnect-timeout", type=float, metavar="S",
                    help="camera/stream: end the run after S seconds without the source "
                    "(default: keep reconnecting)")
+    p.add_argument("--temporal", metavar="SPEC", help="smooth class probabilities over time: "
+                   "none | ema:ALPHA | ema:ALPHA:flow (motion-compensated), ALPHA = weight of "
+                   "the newest frame (default: none)")
+    p.add_argument("--save-confidence", action="store_true", default=None,
+                   help="write confidence/*.png (top-class probability x 255) and its mean and "
+                   "low share in frames.jsonl")
+    p.add_argument("--figures", metavar="LIST", type=_figures,
+                   help="driving figures in frames.jsonl: comma list of coverage, drivable, or "
+                   "none (default: coverage,drivable)")
+    p.add_argument("--roi", metavar="NAME=x0,y0,x1,y1", action="append",
+                   help="class shares inside a region (fractions of the frame) in frames.jsonl; "
+                   "repeatable")
+    p.add_argument("--draw-drivable", action="store_true", default=None,
+                   help="outline the drivable area on the overlay")
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -69,6 +83,21 @@ def _hw(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 360x480") from None
     return h, w
+
+
+_FIGURES = ("coverage", "drivable")
+
+
+def _figures(text: str) -> dict[str, bool]:
+    """``--figures coverage,drivable`` | ``none`` -> {figure: on}."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return dict.fromkeys(_FIGURES, False)
+    bad = [n for n in names if n not in _FIGURES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of "
+                                         f"{', '.join(_FIGURES)}, or none")
+    return {n: n in names for n in _FIGURES}
 
 
 def load_run_config(args) -> RunConfig:
@@ -84,6 +113,9 @@ def load_run_config(args) -> RunConfig:
         "sinks.masks": args.save_masks, "sinks.show": args.show,
         "sinks.video": False if args.no_video else None, "sinks.view": args.view,
         "stream.reconnect_timeout": args.reconnect_timeout,
+        "temporal.smoothing": args.temporal, "confidence.save": args.save_confidence,
+        "figures.roi": args.roi, "overlay.draw_drivable": args.draw_drivable,
+        **{f"figures.{k}": v for k, v in (args.figures or {}).items()},
     }
     return load_dataclass(RunConfig, args.config, overrides)
 
@@ -119,12 +151,20 @@ def load_segmenter(cfg: RunConfig):
     seg = load(m.path or None, m.backend, m.device, filter_mode=cfg.postprocess.filter,
                resize=cfg.preprocess.resize, remap=cfg.postprocess.remap,
                input_size=m.input_size, overlay_alpha=cfg.overlay.alpha, threads=m.threads,
-               fp16=m.fp16, cuda_graphs=m.cuda_graphs)
+               fp16=m.fp16, cuda_graphs=m.cuda_graphs, temporal=cfg.temporal.smoothing,
+               scene_cut=cfg.temporal.scene_cut, confidence=cfg.confidence.wanted)
     return seg, model_path(m.path or None, m.backend)
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):
-    from .publish.sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
+    from .publish.sinks import (
+        ConfidenceSink,
+        ImageSink,
+        JsonlSink,
+        MaskSink,
+        VideoSink,
+        WindowSink,
+    )
     from .publish.view import ViewSink
 
     sinks = []
@@ -142,6 +182,8 @@ def make_sinks(cfg: RunConfig, out: Path, source):
                                cfg.sinks.video_crf, depth))
     if cfg.sinks.masks:
         sinks.append(MaskSink(out / "masks", depth))
+    if cfg.confidence.save:
+        sinks.append(ConfidenceSink(out / "confidence", depth))
     if cfg.sinks.show:
         reason = WindowSink.unavailable_reason()
         if reason:
@@ -150,6 +192,27 @@ def make_sinks(cfg: RunConfig, out: Path, source):
             sinks.append(WindowSink())
     jsonl = JsonlSink(out / "frames.jsonl") if cfg.sinks.jsonl else None
     return sinks, jsonl
+
+
+def make_figures(cfg: RunConfig, seg):
+    """The run's DrivingFigures, or None when no figure is asked for."""
+    from .publish.driving import DrivingFigures
+
+    f = cfg.figures
+    if not (f.wanted or cfg.confidence.wanted):
+        return None
+    return DrivingFigures(seg.class_names, f.coverage, f.drivable, f.drivable_classes,
+                          f.center_band, f.polygon_tolerance, f.regions(),
+                          cfg.confidence.low_threshold, cfg.overlay.draw_drivable)
+
+
+def make_continuity(cfg: RunConfig, seg, source):
+    """Where the source has gaps, for ``seg``'s temporal smoothing (None without it)."""
+    from .infer.temporal import Continuity
+
+    if seg.temporal is None:
+        return None
+    return Continuity(source.fps, cfg.temporal.max_gap_s)
 
 
 class _SignalStop:
@@ -227,13 +290,15 @@ def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
     seg = None
     try:
         seg, model_path = load_segmenter(cfg)
+        figures = make_figures(cfg, seg)
         out = prepare_output(cfg.output)
         sinks, jsonl = make_sinks(cfg, out, source)
         overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
                           cfg.overlay.hud)
         bar = _progress(source, cfg.max_frames) if progress else None
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
-                            cfg.max_frames, on_frame=bar.update if bar else None)
+                            cfg.max_frames, on_frame=bar.update if bar else None,
+                            figures=figures, continuity=make_continuity(cfg, seg, source))
         for sink in sinks:
             if sink.name == "view":
                 sink.set_counters(pipeline.counters)
@@ -255,7 +320,8 @@ def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
                                  "precision": seg.engine.spec.precision,
                                  "input_size": list(seg.input_size),
                                  "classes": list(seg.class_names),
-                                 "filter": seg.filter_mode, "resize": seg.resize},
+                                 "filter": seg.filter_mode, "resize": seg.resize,
+                                 "temporal": None if seg.temporal is None else str(seg.temporal)},
                        "outputs": {s.name: s.describe() for s in sinks},
                        "output_dir": str(out),
                        "error": None if error is None else str(error),
