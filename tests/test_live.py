@@ -268,7 +268,8 @@ def test_output_disk_full_mid_run(shared_data, tmp_path, model, one_thread_confi
     masks.mkdir(parents=True)
     mounted = _mount_tiny_tmpfs(masks)
     try:
-        run = LiveRun(*run_args(model, one_thread_config, str(HIGHWAY_CLIP), out, "--save-masks"))
+        run = LiveRun(*run_args(model, one_thread_config, str(HIGHWAY_CLIP), out, "--save-masks",
+                                "--overwrite"))                  # masks/ is the mount point
         if not mounted:
             while run.proc.poll() is None and len(list(masks.iterdir())) < 5:
                 time.sleep(0.05)
