@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -19,13 +18,14 @@ from contextlib import contextmanager
 import pytest
 from helpers import (
     HIGHWAY_CLIP,
-    ROOT,
     LiveRun,
+    cli_main,
     ffmpeg,
     needs_ffmpeg,
     published_frame,
     read_jsonl,
     read_summary,
+    run_args,
     run_cli,
     tiny_checkpoint,
 )
@@ -42,12 +42,6 @@ LIVE = "synthetic:?w=160&h=120&fps=10&frames=600&live=1"      # a minute, paced:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", input_size=(96, 128))
-
-
-def run_args(model, config, source, out, *more):
-    """``drivesegrt run`` with the tiny checkpoint on the torch backend, one engine thread."""
-    return ("run", "--backend", "torch", "--model", model, "--config", config,
-            "--source", source, "--output", out, *more)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -169,8 +163,7 @@ def test_second_run_into_a_busy_folder_is_refused_naming_the_holder(tmp_path, mo
                 rf"drivesegrt: error: output directory {re.escape(str(out))} is in use by another "
                 rf"run \(pid {first.proc.pid} on {re.escape(socket.gethostname())}, started "
                 rf"\S+\); wait for it to end or choose another --output\n", r.stderr), r.stderr
-        first.proc.send_signal(signal.SIGINT)
-        rc = first.finish()
+        rc = first.interrupt(signal.SIGINT)
     finally:
         first.kill()
     assert rc == 130, first.stderr
@@ -320,17 +313,17 @@ def test_signal_during_start_up_exits_130_with_outputs_finalized(tmp_path, model
 # ------------------------------------------------------------------------- output names
 @pytest.mark.parametrize("name, folder", [("pipe:", "pipe:"), ("file:x", "file:x"),
                                           ("tcp://127.0.0.1:9/r", "tcp:/127.0.0.1:9/r")])
-def test_output_named_like_an_ffmpeg_protocol_is_a_folder(tmp_path, model, name, folder):
-    """FFmpeg would read 'pipe:' as its stdout (the video lands in our stdout, no file) and
-    'tcp://' as a connection; the run directory is a folder of that name, always."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "drivesegrt", "run", "--backend", "torch",
-                        "--model", str(model), "--source", "synthetic:?w=160&h=120&frames=5",
-                        "--output", name], cwd=tmp_path, env=env, capture_output=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr.decode()
-    stdout = r.stdout.decode()                      # text only: no video bytes in it
-    assert "FPS end-to-end" in stdout and len(r.stdout) < 4096
+def test_output_named_like_an_ffmpeg_protocol_is_a_folder(tmp_path, monkeypatch, capfd, model,
+                                                          name, folder):
+    """FFmpeg would read 'pipe:' as its stdout (the video lands in ours, no file) and 'tcp://'
+    as a connection; the run directory is a folder of that name, always. (capfd sees what the
+    ffmpeg child writes to the shared stdout too.)"""
+    monkeypatch.chdir(tmp_path)
+    rc = cli_main("run", "--backend", "torch", "--model", model, "--source",
+                  "synthetic:?w=160&h=120&frames=5", "--output", name)
+    stdout, stderr = capfd.readouterr()
+    assert rc == 0, stderr
+    assert "FPS end-to-end" in stdout and len(stdout) < 4096      # text only, no video bytes
     out = tmp_path / folder
     assert decoded_frames(out / "overlay.mp4") == 5
     assert read_summary(out)["frames_out"] == 5
