@@ -108,7 +108,8 @@ class ReplayServer:
         return cmd
 
     def start(self) -> "ReplayServer":
-        """Bind (http; OSError naming the address when the port is taken) or start ffmpeg."""
+        """Bind (http; ValueError naming the address when the port is taken) or start ffmpeg
+        (udp)."""
         self._stopping.clear()
         if self.protocol == "udp":
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
