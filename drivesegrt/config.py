@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .engines import BACKENDS, DEFAULT_BACKEND
+from .engines.base import parse_device
 from .infer.postprocess import FILTER_MODES
 from .infer.temporal import TEMPORAL_SYNTAX, parse_temporal
 from .labels import LABEL_SETS
@@ -29,8 +30,15 @@ def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at line "
+                         f"{line})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -175,6 +183,10 @@ class ModelConfig:
     cuda_graphs: bool = False          # CUDA, torch backend: replay a captured CUDA graph
 
     def validate(self):
+        try:
+            parse_device(self.device)
+        except ValueError as e:
+            raise ValueError(f"config key 'model.device': {e}") from None
         _require(self.input_size is None or min(self.input_size) >= 8, "model.input_size",
                  f"must be [height, width] >= 8, got {self.input_size}")
         _require(self.threads >= 0, "model.threads", f"must be >= 0, got {self.threads}")

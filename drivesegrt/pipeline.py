@@ -47,7 +47,7 @@ class RunStats:
     frames_in: int = 0
     frames_out: int = 0
     frames_dropped: int = 0
-    frames_failed: int = 0              # inference errors (the source's own count is added)
+    frames_failed: int = 0              # inference errors
     stages: StageStats = field(default_factory=StageStats)
     latency_ms: list[float] = field(default_factory=list)
     t_start: float = 0.0
@@ -256,7 +256,6 @@ class Pipeline:
             stats.t_end = now()
             stats.frames_in = self._reader.frames_in
             stats.frames_dropped = self._reader.frames_dropped
-            stats.frames_failed += self.source.frames_failed
             self._close_sinks()
             if self._reader.error is not None:
                 self._errors.append(self._reader.error)
@@ -277,7 +276,8 @@ class Pipeline:
         r, s = self._reader, self.stats
         return {"frames_in": r.frames_in if r else s.frames_in,
                 "frames_dropped": r.frames_dropped if r else s.frames_dropped,
-                "frames_failed": s.frames_failed + self.source.frames_failed,
+                "frames_failed": s.frames_failed,
+                "frames_corrupt": self.source.frames_corrupt,
                 "reconnects": self.source.reconnects,
                 "outage_s": round(self.source.outage_s, 3)}
 
@@ -302,6 +302,7 @@ class Pipeline:
             "frames_out": s.frames_out,
             "frames_dropped": s.frames_dropped,
             "frames_failed": s.frames_failed,
+            "frames_corrupt": self.source.frames_corrupt,
             "fps": round(s.fps, 3),
             "wall_s": round(s.wall_s, 3),
             "reconnects": self.source.reconnects,

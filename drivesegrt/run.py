@@ -14,6 +14,7 @@ must be empty unless ``--overwrite`` (publish/rundir.py).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -277,7 +278,18 @@ def main(args) -> int:
         if not args.verbose:
             quiet_decoder_logs()
         summary, code = execute(cfg, signals=signals)
-    print_summary(summary)
+    try:
+        print_summary(summary)
+        sys.stdout.flush()
+    except OSError as e:           # stdout is a full disk or a closed pipe: outputs are done
+        _stdout_to_devnull()
+        print(f"drivesegrt: error: cannot write the summary to stdout ({e.strerror or e}); "
+              f"outputs are finalized in {summary['output_dir']}", file=sys.stderr)
+        code = code or 1           # work was done; an interrupted run stays 130
+    if summary["frames_corrupt"]:
+        print(f"drivesegrt: warning: {summary['source']['spec']}: {summary['frames_corrupt']} "
+              f"corrupt frame(s) could not be decoded and were skipped (frames_corrupt in "
+              f"summary.json)", file=sys.stderr)
     if summary["error"] is not None:
         video = summary["outputs"].get("video", {})
         kept = (f"; overlay.mp4 keeps its first {video['frames_kept']} frames"
@@ -285,6 +297,14 @@ def main(args) -> int:
         print(f"drivesegrt: error: {summary['error']} (outputs written so far are finalized in "
               f"{summary['output_dir']}{kept})", file=sys.stderr)
     return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush of what is still buffered
+    cannot fail again (it would print a traceback-like report and exit 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run(source: str | None = None, output: str | None = None, config: str | None = None,
@@ -338,7 +358,7 @@ def execute(cfg: RunConfig, progress: bool = True,
                           cfg.overlay.hud)
         bar = _progress(source, cfg.max_frames) if progress else None
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
-                            cfg.max_frames, on_frame=bar.update if bar else None,
+                            cfg.max_frames, on_frame=_ticker(bar),
                             figures=figures, continuity=make_continuity(cfg, seg, source))
         for sink in sinks:
             if sink.name == "view":
@@ -350,7 +370,7 @@ def execute(cfg: RunConfig, progress: bool = True,
         except (OutputError, InferenceError) as e:     # outputs are finalized by now
             error = e
         finally:
-            if bar:
+            if bar is not None:              # (a tqdm without a total has no truth value)
                 bar.close()
         if rundir.gone():                    # the root cause of any write error that followed
             error = OutputError(f"run directory {out} was removed during the run; its "
@@ -386,7 +406,14 @@ def execute(cfg: RunConfig, progress: bool = True,
     return summary, 130 if signals.signum is not None else 0
 
 
+def _ticker(bar):
+    """The pipeline's per-frame callback for ``bar`` (None: no bar): one step per frame."""
+    return None if bar is None else (lambda _frame: bar.update(1))
+
+
 def _progress(source, max_frames):
+    """A progress bar for recorded sources; without a total (a count and a rate) when the
+    length is unknown (raw streams, ``synthetic:?frames=0``)."""
     if source.live:
         return None
     from tqdm import tqdm
@@ -405,7 +432,8 @@ def print_summary(s: dict) -> None:
     print(f"model    {m['path']} ({m['arch']}, {m['backend']}/{m['device']}, input "
           f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
     print(f"frames   in {s['frames_in']}  out {s['frames_out']}  dropped {s['frames_dropped']}"
-          f"  failed {s['frames_failed']}  reconnects {s['reconnects']}"
+          f"  failed {s['frames_failed']}  corrupt {s['frames_corrupt']}"
+          f"  reconnects {s['reconnects']}"
           + (f" (outage {s['outage_s']:.1f} s)" if s["outage_s"] else "")
           + ("  (interrupted)" if s["interrupted"] else ""))
     if s["end_reason"]:

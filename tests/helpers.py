@@ -243,6 +243,27 @@ def video_info(path: Path) -> tuple[int, int, int]:
     return n, *size
 
 
+def damaged_copy(src: Path, dst: Path, at: float = 0.5, nbytes: int = 200_000,
+                 seed: int = 0) -> Path:
+    """A copy of ``src`` with ``nbytes`` seeded random bytes written over it at fraction
+    ``at`` of its length (a damaged recording: the container is intact, frames are not)."""
+    data = bytearray(Path(src).read_bytes())
+    start = int(len(data) * at)
+    data[start:start + nbytes] = np.random.default_rng(seed).bytes(nbytes)[:len(data) - start]
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def ffmpeg_frame_md5s(path: Path) -> list[str]:
+    """MD5 of every frame the ffmpeg program decodes from ``path``'s first video stream, as
+    BGR24 (the reference for "every decodable frame, in order")."""
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-i", str(path),
+                          "-map", "0:v:0", "-pix_fmt", "bgr24", "-f", "framemd5", "-"],
+                         capture_output=True, text=True, timeout=120).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines()
+            if line and not line.startswith("#")]
+
+
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 

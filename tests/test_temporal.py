@@ -234,8 +234,11 @@ def test_pipeline_restarts_smoothing_after_dropped_runs(tiny_ort, tmp_path, max_
                  continuity=Continuity(source.fps, max_gap_s))
     p.run()
     recs = read_jsonl(tmp_path / "f.jsonl")
-    assert all(b["index"] - a["index"] > 5 for a, b in zip(recs, recs[1:]))
-    assert [r["temporal"] for r in recs] == ["start"] + [status] * 5
+    gaps = [b["index"] - a["index"] for a, b in zip(recs, recs[1:])]
+    # A loaded machine draws fewer frames while the engine sleeps: the rule decides per gap.
+    expected = [status if gap / source.fps > max_gap_s else "smoothed" for gap in gaps]
+    assert [r["temporal"] for r in recs] == ["start"] + expected
+    assert sum(gap > 5 for gap in gaps) >= 2            # the case under test did occur
 
 
 def test_models_with_argmax_in_the_graph_cannot_be_smoothed(tmp_path):

@@ -90,6 +90,13 @@ class Segmenter:
         self.input_size = tuple(int(v) for v in (input_size or self.meta.input_size))
         if len(self.input_size) != 2 or min(self.input_size) < 8:
             raise ValueError(f"input size must be (height, width) >= 8, got {self.input_size}")
+        fixed = engine.spec.fixed_input_size
+        if fixed is not None and self.input_size != tuple(fixed):
+            h, w = self.input_size
+            what = (f"model.input_size {h}x{w}" if input_size else
+                    f"the model's metadata input_size {h}x{w}")
+            raise ValueError(f"{what}: the model's graph takes a fixed {fixed[0]}x{fixed[1]} "
+                             f"input (export it with --dynamic-hw to run other sizes)")
         source = LabelSet(self.meta.label_set, self.meta.class_names, self.meta.palette,
                           self.meta.ignore_index)
         lut, target = (None, source) if remap is None else remap_table(source, remap)
@@ -180,7 +187,7 @@ class Segmenter:
         for _ in range(runs):
             try:
                 out = self.engine.infer(batch)
-            except (RuntimeError, ValueError, TypeError) as e:
+            except Exception as e:  # runtimes raise their own types (ORT: InvalidArgument, ...)
                 first = (str(e).splitlines() or [type(e).__name__])[0]
                 raise ValueError(f"model does not accept input {tuple(batch.shape)} "
                                  f"({self.meta.input_format}): {first}") from None
