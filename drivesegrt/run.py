@@ -23,9 +23,22 @@ from .config import RunConfig, choices, load_dataclass, to_dict
 
 
 def add_arguments(p) -> None:
-    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
+    p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
+    add_pipeline_arguments(p)
+    p.add_argument("--show", action="store_true", default=None,
+                   help="show the overlay in a window (needs a display)")
+    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
+                   "http://127.0.0.1:8080 (port 0 = any free port)")
+    p.add_argument("--reconnect-timeout", type=float, metavar="S",
+                   help="camera/stream: end the run after S seconds without the source "
+                   "(default: keep reconnecting)")
+
+
+def add_pipeline_arguments(p) -> None:
+    """The model, engine, config and output-content flags (``run`` and ``batch``)."""
+    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--model", metavar="NAME|PATH", help="a bundled model (camvid) or a model "
                    "file: .onnx for onnxruntime/openvino/tensorrt, .pt for torch (default: the "
                    "bundled camvid model)")
@@ -36,7 +49,6 @@ def add_arguments(p) -> None:
                    help="engine threads (torch, ONNX Runtime, OpenVINO); default: the runtime's")
     p.add_argument("--input-size", metavar="HxW", type=_hw,
                    help="model input size override (fully convolutional models), e.g. 512x1024")
-    p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
     p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--filter", choices=choices(post, "filter"),
@@ -53,14 +65,7 @@ def add_arguments(p) -> None:
                    help="overlay.mp4 encoder (default: auto = H.264 through ffmpeg if present)")
     p.add_argument("--save-masks", action="store_true", default=None,
                    help="write masks/*.png (uint8 class ids at source resolution)")
-    p.add_argument("--show", action="store_true", default=None,
-                   help="show the overlay in a window (needs a display)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
-                   "http://127.0.0.1:8080 (port 0 = any free port)")
-    p.add_argument("--reconnect-timeout", type=float, metavar="S",
-                   help="camera/stream: end the run after S seconds without the source "
-                   "(default: keep reconnecting)")
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -212,9 +217,13 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     return summary
 
 
-def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
+def execute(cfg: RunConfig, progress: bool = True, segmenter=None,
+            extra_sinks=()) -> tuple[dict, int]:
     """Run ``cfg`` to the end: (summary.json's dict, exit code 0 | 1 | 130). Ctrl-C/SIGTERM
-    drain and finalize; bad input raises before any output exists."""
+    drain and finalize; bad input raises before any output exists. ``segmenter``: one already
+    loaded for ``cfg.model`` (``load_segmenter(cfg)``), used and left open (a batch worker
+    runs many drives on one engine); None loads and closes one. ``extra_sinks`` are written
+    after the configured ones (a batch worker's per-frame class counts)."""
     from .capture import open_source
     from .capture.reconnect import Backoff
     from .files import write_json
@@ -226,9 +235,15 @@ def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
                          Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
     seg = None
     try:
-        seg, model_path = load_segmenter(cfg)
+        if segmenter is None:
+            seg, model_path = load_segmenter(cfg)
+        else:
+            from .infer.build import model_path as path_of
+
+            seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
         out = prepare_output(cfg.output)
         sinks, jsonl = make_sinks(cfg, out, source)
+        sinks += list(extra_sinks)
         overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
                           cfg.overlay.hud)
         bar = _progress(source, cfg.max_frames) if progress else None
@@ -267,7 +282,7 @@ def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
                     raise                      # the disk may be the very thing that is full
     finally:
         source.close()
-        if seg is not None:
+        if seg is not None and segmenter is None:      # only the one loaded here
             seg.close()
             seg.engine.close()
     if error is not None:
