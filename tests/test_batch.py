@@ -303,65 +303,134 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_two_node_cluster_finishes_the_job_when_a_node_leaves(fleet, tmp_path, monkeypatch):
-    """Head (2 CPUs) + a second node (1 CPU) started with `ray start` on 127.0.0.1; three
-    workers need both nodes; the second node is stopped while its worker runs a drive."""
-    pytest.importorskip("ray")
+@pytest.fixture(scope="module")
+def cluster(fleet):
+    """A two-node Ray cluster started with `ray start` on 127.0.0.1: the head (2 CPUs) and a
+    second node (1 CPU); every process of it is stopped at the end."""
     temp = Path(tempfile.mkdtemp(prefix="dsrt-tc-"))       # short: AF_UNIX socket paths
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+    env = {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
            # Token authentication with a token of this test's own (no file in ~/.ray)
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_USAGE_STATS_ENABLED"):
-        monkeypatch.setenv(key, env[key])
-    ray_cli = [sys.executable, "-m", "ray.scripts.scripts", "start"]
+    ray_start = [sys.executable, "-m", "ray.scripts.scripts", "start"]
     head, node_port = free_port(), free_port()
-    out = tmp_path / "out"
-    try:
-        subprocess.run([*ray_cli, "--head", "--port", str(head), "--node-ip-address",
-                        "127.0.0.1", "--num-cpus", "2", "--temp-dir", str(temp),
-                        "--include-dashboard", "false", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=120)
-        before = {p.pid for p in ray_processes(str(temp))}
-        subprocess.run([*ray_cli, "--address", f"127.0.0.1:{head}", "--node-ip-address",
-                        "127.0.0.1", "--num-cpus", "1", "--node-manager-port", str(node_port)],
-                       env=env, check=True, capture_output=True, timeout=120)
-        second = [p for p in ray_processes(str(temp)) if p.pid not in before]
-        raylet = next(p for p in second if f"--node_manager_port={node_port}" in p.cmdline())
-
-        def on_second_node():
-            return {c.pid for c in raylet.children(recursive=True)}
-
-        manifest = tmp_path / "drives.csv"
-        manifest.write_text("path,drive_id\n" + "".join(
-            f"{fleet.root / 'fleet' / car / f'{cam}.mp4'},{car}-{cam}\n"
-            for car, cam in (("car1", "front"), ("car2", "front"), ("car2", "rear")))
-            + f"{fleet.root / 'clips' / 'other.mp4'},extra\n")
-        run = LiveRun("batch", manifest, "--output", out, "--model", fleet.model,
-                      "--address", f"127.0.0.1:{head}", "--workers", "3")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():       # the batch processes join with the same token
+            mp.setenv(key, value)
         try:
-            pid, attempt = wait_for_attempt(out, None, 3, pids=on_second_node, run=run)
-            drive_id = attempt.parent.name
-            node2 = [raylet, *raylet.children(recursive=True),
-                     *(p for p in second if p.pid != raylet.pid)]
-            stop_processes(node2, signal.SIGTERM)           # the node leaves (as `ray stop`)
-            rc = run.finish(timeout=240)
+            subprocess.run([*ray_start, "--head", "--port", str(head), "--node-ip-address",
+                            "127.0.0.1", "--num-cpus", "2", "--temp-dir", str(temp),
+                            "--include-dashboard", "false", "--disable-usage-stats"],
+                           check=True, capture_output=True, timeout=120)
+            before = {p.pid for p in ray_processes(str(temp))}
+            subprocess.run([*ray_start, "--address", f"127.0.0.1:{head}", "--node-ip-address",
+                            "127.0.0.1", "--num-cpus", "1", "--node-manager-port",
+                            str(node_port)], check=True, capture_output=True, timeout=120)
+            second = [p for p in ray_processes(str(temp)) if p.pid not in before]
+            raylet = next(p for p in second
+                          if f"--node_manager_port={node_port}" in p.cmdline())
+            yield SimpleNamespace(address=f"127.0.0.1:{head}", temp=temp, raylet=raylet,
+                                  second=second)
         finally:
-            run.kill()
-        assert rc == 0, run.stderr
-        assert "cluster at 127.0.0.1:" in run.stdout and ": 2 nodes, 3 CPUs" in run.stdout
-        records = [r for r in drive_records(out) if r["state"] == "done"]
-        assert sorted(r["drive"] for r in records) == ["car1-front", "car2-front", "car2-rear",
-                                                       "extra"]
-        moved = next(r for r in records if r["drive"] == drive_id)
-        assert moved["lost_attempts"] == 1 and moved["pid"] != pid
-        for r in records:
-            summary = json.loads((out / r["drive"] / "summary.json").read_text())
-            assert summary["frames_in"] == summary["frames_out"] == fleet.frames[r["drive"]]
-        assert alive(node2) == []
+            stop_processes(ray_processes(str(temp)))
+            leftover = ray_processes(str(temp))
+            shutil.rmtree(temp, ignore_errors=True)
+            assert leftover == []
+
+
+
+def test_ctrl_c_once_lets_the_running_drives_finish(first_run, fleet, cluster):
+    """--force with a changed config, one worker, on the cluster; SIGINT while car1-front
+    runs: it finishes, no other drive starts, exit 130, the ledger says what is done."""
+    out = first_run.out
+    n_before = len(read_jsonl(out / "batch.jsonl"))
+    run = LiveRun(*batch_args(fleet, out, "--alpha", "0.3", "--force", "--workers", "1",
+                              "--address", cluster.address))
+    try:
+        wait_for_attempt(out, "car1-front", 3, run=run)
+        started = {p.name for p in (out / ".partial").iterdir()}
+        run.proc.send_signal(signal.SIGINT)
+        rc = run.finish(timeout=120)
     finally:
-        stop_processes(ray_processes(str(temp)))
-        assert ray_processes(str(temp)) == []
-        shutil.rmtree(temp, ignore_errors=True)
+        run.kill()
+    assert rc == 130, run.stderr
+    assert ("drivesegrt: SIGINT: no new drives; the running ones finish (again to abandon "
+            "them)") in run.stderr
+    new = read_jsonl(out / "batch.jsonl")[n_before:]
+    assert new[0]["event"] == "start" and new[0]["force"] is True
+    assert new[-1]["event"] == "end" and new[-1]["interrupted"] is True
+    done = {r["drive"] for r in new if r.get("state") == "done"}
+    assert "car1-front" in done and done <= started | {"day1_images"}
+    assert len(done) < 6
+    summary = json.loads((out / "car1-front" / "summary.json").read_text())
+    assert summary["config"]["overlay"]["alpha"] == 0.3
+    assert summary["frames_out"] == fleet.frames["car1-front"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["totals"]["done"] == len(done)
+    assert report["totals"]["not_done"] == 6 - len(done)
+    assert not (out / ".partial").exists()
+
+
+def test_ctrl_c_twice_abandons_the_running_drives(fleet, cluster, tmp_path):
+    out = tmp_path / "out"
+    run = LiveRun(*batch_args(fleet, out, "--workers", "2", "--address", cluster.address))
+    try:
+        pid, _ = wait_for_attempt(out, "car1-front", 3, run=run)
+        run.proc.send_signal(signal.SIGINT)
+        run.wait_for_line("no new drives")        # two signals at once are one for Python
+        run.proc.send_signal(signal.SIGINT)
+        rc = run.finish(timeout=120)
+    finally:
+        run.kill()
+    assert rc == 130, run.stderr
+    assert "drivesegrt: SIGINT: abandoning the running drives" in run.stderr
+    states = {}
+    for r in drive_records(out):
+        states[r["drive"]] = r["state"]
+    assert states["car1-front"] == "queued"              # not done: a re-run does it
+    assert not (out / "car1-front").exists() and not (out / ".partial").exists()
+    for drive_id, state in states.items():               # done means whole outputs
+        if state == "done":
+            summary = json.loads((out / drive_id / "summary.json").read_text())
+            assert summary["frames_out"] == fleet.frames[drive_id]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_two_node_cluster_finishes_the_job_when_a_node_leaves(fleet, cluster, tmp_path):
+    """Three workers need both nodes (2 + 1 CPUs); the second node is stopped (its processes
+    get SIGTERM, as `ray stop` does) while its worker runs a drive."""
+    out = tmp_path / "out"
+    raylet = cluster.raylet
+
+    def on_second_node():
+        return {c.pid for c in raylet.children(recursive=True)}
+
+    manifest = tmp_path / "drives.csv"
+    manifest.write_text("path,drive_id\n" + "".join(
+        f"{fleet.root / 'fleet' / car / f'{cam}.mp4'},{car}-{cam}\n"
+        for car, cam in (("car1", "front"), ("car2", "front"), ("car2", "rear")))
+        + f"{fleet.root / 'clips' / 'other.mp4'},extra\n")
+    run = LiveRun("batch", manifest, "--output", out, "--model", fleet.model,
+                  "--address", cluster.address, "--workers", "3")
+    try:
+        pid, attempt = wait_for_attempt(out, None, 3, pids=on_second_node, run=run)
+        drive_id = attempt.parent.name
+        node2 = [raylet, *raylet.children(recursive=True),
+                 *(p for p in cluster.second if p.pid != raylet.pid)]
+        stop_processes(node2, signal.SIGTERM)
+        rc = run.finish(timeout=240)
+    finally:
+        run.kill()
+    assert rc == 0, run.stderr
+    assert f"cluster at {cluster.address}: 2 nodes, 3 CPUs" in run.stdout
+    records = [r for r in drive_records(out) if r["state"] == "done"]
+    assert sorted(r["drive"] for r in records) == ["car1-front", "car2-front", "car2-rear",
+                                                   "extra"]
+    moved = next(r for r in records if r["drive"] == drive_id)
+    assert moved["lost_attempts"] == 1 and moved["pid"] != pid
+    for r in records:
+        summary = json.loads((out / r["drive"] / "summary.json").read_text())
+        assert summary["frames_in"] == summary["frames_out"] == fleet.frames[r["drive"]]
+    assert alive(node2) == []
 
 
 # --------------------------------------------------------------------------- no Ray needed
