@@ -5,6 +5,7 @@ mid-job. Ray start-up costs seconds, so one embedded batch (module fixture) serv
 tests; every Ray process a test starts is stopped by it."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,7 +34,6 @@ from helpers import (
     needs_ffmpeg,
     read_jsonl,
     run_cli,
-    tiny_onnx,
     video_info,
 )
 
@@ -54,8 +54,9 @@ def fleet(tmp_path_factory, shared_data):
     videos = root / "fleet"
     for sub in ("car1", "car2", "day1_images", "bad"):
         (videos / sub).mkdir(parents=True)
-    # car1-front is the long one (221 frames): the worker running it is killed mid-drive.
-    ffmpeg("-i", HIGHWAY_CLIP, "-vf", "scale=320:180", "-an", videos / "car1" / "front.mp4")
+    # car1-front is the long one (5 s): the worker running it is killed mid-drive.
+    ffmpeg("-i", HIGHWAY_CLIP, "-t", "5", "-vf", "scale=320:180", "-an",
+           videos / "car1" / "front.mp4")
     ffmpeg("-i", CAMVID_CLIP, "-t", "2", "-vf", "scale=240:180", "-an",
            videos / "car2" / "front.mp4")
     ffmpeg("-ss", "2", "-i", HIGHWAY_CLIP, "-t", "1.2", "-vf", "scale=320:180", "-an",
@@ -78,12 +79,25 @@ def fleet(tmp_path_factory, shared_data):
               "extra": video_info(root / "clips" / "other.mp4")[0],
               "day1_images": len(stems)}
     return SimpleNamespace(root=root, sources=[videos, manifest],
-                           model=tiny_onnx(root / "tiny.onnx"), frames=frames, stems=stems,
-                           corrupt=corrupt, corrupt_reason=str(err.value))
+                           model=small_camvid_onnx(root / "small.onnx"), frames=frames,
+                           stems=stems, corrupt=corrupt, corrupt_reason=str(err.value))
+
+
+def small_camvid_onnx(path: Path) -> Path:
+    """The bundled CamVid model exported for 96x128 inputs: real segmentations (roads, cars,
+    sky: a meaningful coverage report and masks worth comparing) at a few ms per frame."""
+    from drivesegrt.deploy.export import export_onnx
+    from drivesegrt.infer.build import BUNDLED
+    from drivesegrt.models.checkpoint import load_model
+
+    model, meta = load_model(BUNDLED["camvid"]["torch"])
+    export_onnx(model, dataclasses.replace(meta, input_size=(96, 128)), path, uint8_input=True)
+    return path
 
 
 def batch_args(fleet, out, *extra):
-    return ("batch", *fleet.sources, "--output", out, "--model", fleet.model, *extra)
+    return ("batch", *fleet.sources, "--output", out, "--model", fleet.model, "--save-masks",
+            *extra)
 
 
 def ray_processes(marker: str) -> list[psutil.Process]:
@@ -156,6 +170,47 @@ def first_run(fleet, tmp_path_factory):
 
 def drive_records(out: Path) -> list[dict]:
     return [r for r in read_jsonl(out / "batch.jsonl") if "drive" in r]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(fleet):
+    """A two-node Ray cluster started with `ray start` on 127.0.0.1: the head (2 CPUs) and a
+    second node (1 CPU); every process of it is stopped at the end."""
+    temp = Path(tempfile.mkdtemp(prefix="dsrt-tc-"))       # short: AF_UNIX socket paths
+    env = {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+           # Token authentication with a token of this test's own (no file in ~/.ray)
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    ray_start = [sys.executable, "-m", "ray.scripts.scripts", "start"]
+    head, node_port = free_port(), free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():       # the batch processes join with the same token
+            mp.setenv(key, value)
+        try:
+            subprocess.run([*ray_start, "--head", "--port", str(head), "--node-ip-address",
+                            "127.0.0.1", "--num-cpus", "2", "--temp-dir", str(temp),
+                            "--include-dashboard", "false", "--disable-usage-stats"],
+                           check=True, capture_output=True, timeout=120)
+            before = {p.pid for p in ray_processes(str(temp))}
+            subprocess.run([*ray_start, "--address", f"127.0.0.1:{head}", "--node-ip-address",
+                            "127.0.0.1", "--num-cpus", "1", "--node-manager-port",
+                            str(node_port)], check=True, capture_output=True, timeout=120)
+            second = [p for p in ray_processes(str(temp)) if p.pid not in before]
+            raylet = next(p for p in second
+                          if f"--node_manager_port={node_port}" in p.cmdline())
+            yield SimpleNamespace(address=f"127.0.0.1:{head}", temp=temp, raylet=raylet,
+                                  second=second)
+        finally:
+            stop_processes(ray_processes(str(temp)))
+            leftover = ray_processes(str(temp))
+            shutil.rmtree(temp, ignore_errors=True)
+            assert leftover == []
+
 
 
 # --------------------------------------------------------------------------- embedded
@@ -238,6 +293,27 @@ def test_the_fleet_report_and_the_parquet_dataset(first_run, fleet):
     assert sum(first[c] for c in shares) == pytest.approx(1.0)
 
 
+def test_a_drive_gets_what_drivesegrt_run_makes_of_it(first_run, fleet, tmp_path):
+    """The same recorded pipeline: identical masks, frame records and summary keys."""
+    source = fleet.root / "fleet" / "car2" / "front.mp4"
+    r = run_cli("run", "--source", source, "--output", tmp_path / "run", "--model", fleet.model,
+                "--save-masks", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    ours, theirs = first_run.out / "car2-front", tmp_path / "run"
+    masks = sorted(p.name for p in (theirs / "masks").iterdir())
+    assert len(masks) == fleet.frames["car2-front"]
+    assert sorted(p.name for p in (ours / "masks").iterdir()) == masks
+    for name in masks:
+        assert (ours / "masks" / name).read_bytes() == (theirs / "masks" / name).read_bytes()
+    assert [set(r) for r in read_jsonl(ours / "frames.jsonl")] == \
+        [set(r) for r in read_jsonl(theirs / "frames.jsonl")]
+    batch_summary = json.loads((ours / "summary.json").read_text())
+    run_summary = json.loads((theirs / "summary.json").read_text())
+    assert set(batch_summary) == set(run_summary)
+    assert set(batch_summary["outputs"]) == set(run_summary["outputs"]) | {"class_pixels"}
+    assert video_info(ours / "overlay.mp4") == video_info(theirs / "overlay.mp4")
+
+
 def test_ray_runs_inside_the_batch_folder_and_stops_with_it(first_run):
     ray_dir = first_run.out / ".ray"
     assert (ray_dir / "session_latest" / "logs" / "raylet.out").is_file()
@@ -265,12 +341,14 @@ def test_a_rerun_skips_every_drive_without_starting_ray(first_run, fleet):
     assert [r["event"] for r in read_jsonl(out / "batch.jsonl")[-2:]] == ["start", "end"]
 
 
-def test_only_a_drive_whose_output_was_deleted_is_redone(first_run, fleet):
+def test_only_a_drive_whose_output_was_deleted_is_redone(first_run, fleet, cluster):
+    """(On the local cluster: the same batch folder, joined by address.)"""
     out = first_run.out
     shutil.rmtree(out / "car2-rear")
     kept = {d: (out / d / "summary.json").stat().st_mtime_ns for d in GOOD if d != "car2-rear"}
     n_before = len(read_jsonl(out / "batch.jsonl"))
-    r = run_cli(*batch_args(fleet, out, "--retry-failed", "--workers", "1"))
+    r = run_cli(*batch_args(fleet, out, "--retry-failed", "--workers", "1", "--address",
+                            cluster.address))
     assert r.returncode == 1, r.stderr
     lines = r.stdout.splitlines()
     assert lines[:2] == ["drives   6 found: 2 to do, 4 done earlier, 0 failed earlier",
@@ -297,47 +375,6 @@ def test_a_changed_config_is_refused_without_force(first_run, fleet):
 
 
 # --------------------------------------------------------------------------- cluster
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster(fleet):
-    """A two-node Ray cluster started with `ray start` on 127.0.0.1: the head (2 CPUs) and a
-    second node (1 CPU); every process of it is stopped at the end."""
-    temp = Path(tempfile.mkdtemp(prefix="dsrt-tc-"))       # short: AF_UNIX socket paths
-    env = {"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
-           # Token authentication with a token of this test's own (no file in ~/.ray)
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    ray_start = [sys.executable, "-m", "ray.scripts.scripts", "start"]
-    head, node_port = free_port(), free_port()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():       # the batch processes join with the same token
-            mp.setenv(key, value)
-        try:
-            subprocess.run([*ray_start, "--head", "--port", str(head), "--node-ip-address",
-                            "127.0.0.1", "--num-cpus", "2", "--temp-dir", str(temp),
-                            "--include-dashboard", "false", "--disable-usage-stats"],
-                           check=True, capture_output=True, timeout=120)
-            before = {p.pid for p in ray_processes(str(temp))}
-            subprocess.run([*ray_start, "--address", f"127.0.0.1:{head}", "--node-ip-address",
-                            "127.0.0.1", "--num-cpus", "1", "--node-manager-port",
-                            str(node_port)], check=True, capture_output=True, timeout=120)
-            second = [p for p in ray_processes(str(temp)) if p.pid not in before]
-            raylet = next(p for p in second
-                          if f"--node_manager_port={node_port}" in p.cmdline())
-            yield SimpleNamespace(address=f"127.0.0.1:{head}", temp=temp, raylet=raylet,
-                                  second=second)
-        finally:
-            stop_processes(ray_processes(str(temp)))
-            leftover = ray_processes(str(temp))
-            shutil.rmtree(temp, ignore_errors=True)
-            assert leftover == []
-
-
-
 def test_ctrl_c_once_lets_the_running_drives_finish(first_run, fleet, cluster):
     """--force with a changed config, one worker, on the cluster; SIGINT while car1-front
     runs: it finishes, no other drive starts, exit 130, the ledger says what is done."""

@@ -105,7 +105,7 @@ def load_segmenter(model: str | Path | None = None, backend: str = DEFAULT_BACKE
     ``seg.class_names`` and ``seg.palette`` name and color them. The other arguments are as in
     ``drivesegrt run`` (see config.yaml). Close it with ``seg.close(); seg.engine.close()``.
     """
-    if threads:
+    if threads and backend == "torch":       # other backends never import torch on the CPU
         import torch
 
         torch.set_num_threads(threads)
