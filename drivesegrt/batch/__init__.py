@@ -95,100 +95,133 @@ def prepare(output: str) -> Path:
 
 def main(args) -> int:
     """``drivesegrt batch``: progress on stderr, drives and totals on stdout, exit 0/1/2/130."""
-    from tqdm import tqdm
-
     from . import cluster, report
-    from .ledger import Ledger, changes, commit, discard, fingerprint, parquet_path
-    from .schedule import Resources, run_drives
+    from .ledger import Ledger, fingerprint
 
     ray = cluster.import_ray()
-    stdout = sys.stdout          # ours; Ray's chatter on stdout goes to its log (cluster.py)
     cfg, cpus, gpus = batch_config(args)
     drives = find_drives(args.sources)
     out = prepare(args.output)
     fp = fingerprint(cfg, Path(cfg.model.path))
     ledger = Ledger(out)
     try:
-        previous = ledger.last_start
-        if previous and previous["fingerprint"] != fp["fingerprint"] and not args.force:
-            diff = changes(previous, fp)
-            raise ValueError(f"{out / LEDGER}: its drives were made with another model or "
-                             f"config ({'; '.join(diff[:3])}); pass --force to redo them, or "
-                             f"choose another --output")
+        refuse_changes(ledger, fp, args.force)
         ledger.start(fp, args.force, len(drives))
         plan = ledger.plan(drives, args.retry_failed)
-        print(f"drives   {len(drives)} found: {len(plan.todo)} to do, {len(plan.done)} done "
-              f"earlier, {len(plan.failed)} failed earlier"
-              + (" (--retry-failed runs them again)" if plan.failed else ""), flush=True)
-        for drive_id, why in plan.redo.items():
-            print(f"redo     {drive_id}: {why}")
-        for d in plan.todo:
-            ledger.append({"drive": d.id, "state": "queued", "source": d.source})
-
-        def on_result(rec: dict) -> None:
-            drive_id = rec["drive"]
-            attempt = rec.pop("attempt", None)
-            if rec["state"] == "done":
-                rec["lost_attempts"] = commit(out, drive_id, Path(attempt),
-                                              Path(rec["parquet"]["path"]))
-                rec["parquet"]["path"] = str(parquet_path(out, drive_id))
-                line = f"done     {drive_id}: {rec['frames_out']} frames, {rec['fps']:.1f} FPS"
-                if rec["lost_attempts"]:
-                    line += (f" (its worker died {rec['lost_attempts']} time(s) mid-drive; "
-                             f"redone from the start)")
-            else:
-                discard(out, drive_id)
-                line = f"failed   {drive_id}: {rec['reason']}"
-            ledger.append(rec)
-            tqdm.write(line, file=stdout)
-
-        outcome, workers, where = None, 0, "not started: nothing to do"
-        if plan.todo:
-            num_cpus = max(cluster.local_cpus(), math.ceil((args.workers or 0) * cpus))
-            try:
-                with cluster.session(ray, args.address, out, num_cpus, args.verbose) as where:
-                    workers = _workers(ray, args.workers, cpus, gpus, len(plan.todo))
-                    print(f"ray      {where}, logs in {out / RAY}; {workers} workers x "
-                          f"{cpus:g} CPU" + (f" + {gpus:g} GPU" if gpus else "")
-                          + f", engine threads {cfg.model.threads}", file=stdout, flush=True)
-                    outcome = run_drives(ray, plan.todo, cfg, out,
-                                         Resources(workers, cpus, gpus), not args.verbose,
-                                         on_result)
-            finally:
-                shutil.rmtree(out / PARTIAL, ignore_errors=True)
-        now = [ledger.states.get(d.id, {}) for d in plan.todo]
-        processed = [r for r in now if r.get("state") == "done"]
-        frames = sum(r["frames_out"] for r in processed)
-        wall = outcome.wall_s if outcome else 0.0
-        last_run = {"ray": where, "workers": workers, "wall_s": round(wall, 3),
-                    "drives_processed": len(processed), "frames_processed": frames,
-                    "drives_per_hour": round(len(processed) * 3600 / wall, 2) if wall else 0.0,
-                    "frames_per_s": round(frames / wall, 2) if wall else 0.0,
-                    "interrupted": bool(outcome and outcome.interrupted)}
+        print_plan(drives, plan)
+        outcome, last_run = process(ray, args, cfg, (cpus, gpus), out, plan.todo, ledger)
         states = {d.id: ledger.states.get(d.id, {}) for d in drives}
-        failed = [d for d in drives if states[d.id].get("state") == "failed"]
-        done = [d for d in drives if states[d.id].get("state") == "done"]
-        ledger.end(done=len(done), failed=len(failed), interrupted=last_run["interrupted"],
-                   wall_s=last_run["wall_s"])
+        ledger.end(done=_count(states, "done"), failed=_count(states, "failed"),
+                   interrupted=last_run["interrupted"], wall_s=last_run["wall_s"])
         paths = report.write(out, report.build(drives, states, last_run, fp))
     finally:
         ledger.close()
-    print(f"drives   {len(drives)}: {len(done)} done ({len(processed)} now), {len(failed)} "
-          f"failed, {len(drives) - len(done) - len(failed)} not done")
-    if outcome is not None:
-        print(f"speed    {len(processed)} drives, {frames} frames in {wall:.1f} s: "
-              f"{last_run['drives_per_hour']:.0f} drives/hour, {last_run['frames_per_s']:.1f} "
-              f"frames/s")
-    for d in failed:
-        print(f"failed   {d.id}: {states[d.id].get('reason')}")
-    print(f"report   {paths[0]} (and {paths[1].name}, {paths[2].name}); per-frame Parquet: "
-          f"{out / FRAMES}/")
+    print_end(states, last_run, paths, out)
     if outcome is not None and outcome.interrupted:
         return 130
     if outcome is not None and outcome.error:
         print(f"drivesegrt: error: {outcome.error}", file=sys.stderr)
         return 1
-    return 1 if failed or len(done) < len(drives) else 0
+    return 0 if _count(states, "done") == len(drives) else 1
+
+
+def refuse_changes(ledger, fp: dict, force: bool) -> None:
+    """ValueError when the batch folder's drives were made with another model or config."""
+    from .ledger import changes
+
+    previous = ledger.last_start
+    if previous and previous["fingerprint"] != fp["fingerprint"] and not force:
+        diff = changes(previous, fp)
+        raise ValueError(f"{ledger.path}: its drives were made with another model or config "
+                         f"({'; '.join(diff[:3])}); pass --force to redo them, or choose "
+                         f"another --output")
+
+
+def print_plan(drives, plan) -> None:
+    print(f"drives   {len(drives)} found: {len(plan.todo)} to do, {len(plan.done)} done "
+          f"earlier, {len(plan.failed)} failed earlier"
+          + (" (--retry-failed runs them again)" if plan.failed else ""), flush=True)
+    for drive_id, why in plan.redo.items():
+        print(f"redo     {drive_id}: {why}", flush=True)
+
+
+def process(ray, args, cfg, resources: tuple[float, float], out: Path, todo, ledger):
+    """Run the drives to do on Ray (nothing to do: Ray is not started); (Outcome or None,
+    the report's figures of this run)."""
+    from . import cluster
+    from .schedule import Resources, run_drives
+
+    cpus, gpus = resources
+    stdout = sys.stdout          # ours; Ray's chatter on stdout goes to its log (cluster.py)
+    for d in todo:
+        ledger.append({"drive": d.id, "state": "queued", "source": d.source})
+    outcome, workers, where = None, 0, "not started: nothing to do"
+    if todo:
+        num_cpus = max(cluster.local_cpus(), math.ceil((args.workers or 0) * cpus))
+        try:
+            with cluster.session(ray, args.address, out, num_cpus, args.verbose) as where:
+                workers = _workers(ray, args.workers, cpus, gpus, len(todo))
+                print(f"ray      {where}, logs in {out / RAY}; {workers} workers x {cpus:g} CPU"
+                      + (f" + {gpus:g} GPU" if gpus else "")
+                      + f", engine threads {cfg.model.threads}", file=stdout, flush=True)
+                outcome = run_drives(ray, todo, cfg, out, Resources(workers, cpus, gpus),
+                                     not args.verbose, _recorder(out, ledger, stdout))
+        finally:
+            shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    processed = [ledger.states[d.id] for d in todo if ledger.states[d.id]["state"] == "done"]
+    frames = sum(r["frames_out"] for r in processed)
+    wall = outcome.wall_s if outcome else 0.0
+    return outcome, {"ray": where, "workers": workers, "wall_s": round(wall, 3),
+                     "drives_processed": len(processed), "frames_processed": frames,
+                     "drives_per_hour": round(len(processed) * 3600 / wall, 2) if wall else 0.0,
+                     "frames_per_s": round(frames / wall, 2) if wall else 0.0,
+                     "interrupted": bool(outcome and outcome.interrupted)}
+
+
+def _recorder(out: Path, ledger, stdout):
+    """What happens to a drive's result: a done drive is committed (renamed into place), then
+    recorded; a failed one is recorded and what earlier runs left of it removed."""
+    from tqdm import tqdm
+
+    from .ledger import commit, discard, parquet_path
+
+    def record(rec: dict) -> None:
+        drive_id = rec["drive"]
+        attempt = rec.pop("attempt", None)
+        if rec["state"] == "done":
+            rec["lost_attempts"] = commit(out, drive_id, Path(attempt),
+                                          Path(rec["parquet"]["path"]))
+            rec["parquet"]["path"] = str(parquet_path(out, drive_id))
+            line = f"done     {drive_id}: {rec['frames_out']} frames, {rec['fps']:.1f} FPS"
+            if rec["lost_attempts"]:
+                line += (f" (its worker died {rec['lost_attempts']} time(s) mid-drive; redone "
+                         f"from the start)")
+        else:
+            discard(out, drive_id)
+            line = f"failed   {drive_id}: {rec['reason']}"
+        ledger.append(rec)
+        tqdm.write(line, file=stdout)
+
+    return record
+
+
+def print_end(states: dict[str, dict], last_run: dict, paths: list[Path], out: Path) -> None:
+    done, failed = _count(states, "done"), _count(states, "failed")
+    print(f"drives   {len(states)}: {done} done ({last_run['drives_processed']} now), {failed} "
+          f"failed, {len(states) - done - failed} not done")
+    if last_run["workers"]:
+        print(f"speed    {last_run['drives_processed']} drives, {last_run['frames_processed']} "
+              f"frames in {last_run['wall_s']:.1f} s: {last_run['drives_per_hour']:.0f} "
+              f"drives/hour, {last_run['frames_per_s']:.1f} frames/s")
+    for drive_id, rec in states.items():
+        if rec.get("state") == "failed":
+            print(f"failed   {drive_id}: {rec['reason']}")
+    print(f"report   {paths[0]} (and {paths[1].name}, {paths[2].name}); per-frame Parquet: "
+          f"{out / FRAMES}/")
+
+
+def _count(states: dict[str, dict], state: str) -> int:
+    return sum(rec.get("state") == state for rec in states.values())
 
 
 def _workers(ray, requested: int | None, cpus: float, gpus: float, drives: int) -> int:

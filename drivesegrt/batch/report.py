@@ -82,10 +82,11 @@ def markdown(report: dict) -> str:
         f"**{t['drives']} drives**: {t['done']} done, {t['failed']} failed, {t['not_done']} not "
         f"done; {t['frames']} frames ({t['frames_failed']} failed), "
         f"{t['video_s'] / 3600:.3f} h of video, {t['processing_s']:.1f} s of processing.", "",
-        f"Last run: {run['drives_processed']} drives, {run['frames_processed']} frames in "
-        f"{run['wall_s']:.1f} s on {run['workers']} workers ({run['ray']}): "
-        f"{run['drives_per_hour']:.1f} drives/hour, {run['frames_per_s']:.1f} frames/s"
-        + (" (interrupted)" if run["interrupted"] else "") + ".", "",
+        (f"Last run: {run['drives_processed']} drives, {run['frames_processed']} frames in "
+         f"{run['wall_s']:.1f} s on {run['workers']} workers ({run['ray']}): "
+         f"{run['drives_per_hour']:.1f} drives/hour, {run['frames_per_s']:.1f} frames/s"
+         + (" (interrupted)" if run["interrupted"] else "") + "."
+         if run["workers"] else "Last run: nothing to do (Ray was not started)."), "",
         "| drive | state | frames in | frames out | failed | video s | processing FPS "
         "| road share mean (p5-p95) | largest classes |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -121,8 +122,9 @@ def plot(report: dict, path: Path) -> None:
 
     done = [r for r in report["drives"] if r["state"] == "done"]
     n = max(1, len(done))
+    height = 2.4 + 0.3 * n                           # inches: title, axes, class legend
     fig, (ax_fps, ax_cls, ax_road) = plt.subplots(
-        1, 3, figsize=(15, 1.2 + 0.35 * n), gridspec_kw={"width_ratios": [1, 1.4, 1.6]})
+        1, 3, figsize=(15, height), gridspec_kw={"width_ratios": [1, 1.4, 1.6]})
     ids = [r["id"] for r in done]
     ax_fps.barh(ids, [r["fps"] for r in done], color="#4c72b0")
     ax_fps.set_xlabel("processing FPS")
@@ -137,8 +139,6 @@ def plot(report: dict, path: Path) -> None:
     ax_cls.set_xlabel("class share of pixels")
     ax_cls.set_yticks([])
     ax_cls.invert_yaxis()
-    if report["classes"]:
-        ax_cls.legend(fontsize=6, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 / n ** 0.5))
     for r in done:
         series = (r.get("road_share") or {}).get("series") or []
         if series:
@@ -152,6 +152,9 @@ def plot(report: dict, path: Path) -> None:
         ax_road.legend(fontsize=6, loc="upper right")
     t = report["totals"]
     fig.suptitle(f"{t['done']}/{t['drives']} drives done, {t['frames']} frames", fontsize=10)
-    fig.tight_layout()
+    if report["classes"] and done:
+        fig.legend(*ax_cls.get_legend_handles_labels(), loc="lower center", fontsize=7,
+                   ncol=len(report["classes"]), frameon=False)
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
