@@ -45,13 +45,15 @@ def column_name(class_name: str) -> str:
     return "share_" + re.sub(r"[^a-z0-9]+", "_", class_name.lower()).strip("_")
 
 
-def _flatten(record: dict, prefix: str = "") -> dict:
+def flatten(record: dict, sep: str, prefix: str = "") -> dict:
+    """Nested objects as one level: {"a": {"b": 1}} -> {"a<sep>b": 1}; tuples as lists (as
+    they come back from JSON)."""
     out = {}
     for k, v in record.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}_"))
+            out.update(flatten(v, sep, f"{prefix}{k}{sep}"))
         else:
-            out[f"{prefix}{k}"] = v
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
 
 
@@ -63,7 +65,7 @@ def frame_rows(jsonl: Path, pixels: ClassPixels, class_names, drive_id: str) -> 
         if not line.strip():
             continue
         record = json.loads(line)
-        row = {"drive": drive_id, "stem": None, **_flatten(record)}
+        row = {"drive": drive_id, "stem": None, **flatten(record, "_")}
         counts = pixels.counts.get(record["index"])
         total = int(counts.sum()) if counts is not None else 0
         for name, n in zip(names, counts if counts is not None else [0] * len(names)):

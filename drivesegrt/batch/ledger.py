@@ -30,22 +30,13 @@ from pathlib import Path
 
 from ..config import RunConfig, to_dict
 from .drives import Drive
+from .frames import flatten
 from .layout import FRAMES, LEDGER, LOCK, PARTIAL
 
 # Config keys that do not change what a drive's outputs contain: how fast it runs (threads,
 # queues), where things are (the model is fingerprinted by its content), live-only options.
 NOT_IN_FINGERPRINT = ("source", "output", "model.path", "model.threads", "pipeline.",
                       "stream.", "sinks.show", "sinks.view")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
 
 
 def sha256_file(path: Path) -> str:
@@ -59,7 +50,7 @@ def sha256_file(path: Path) -> str:
 def fingerprint(cfg: RunConfig, model_file: Path) -> dict:
     """What decides a drive's outputs: the model file's content and the config keys that
     shape the outputs. {"fingerprint", "model_sha256", "config"} (config: flat dotted keys)."""
-    config = {k: v for k, v in _flat(to_dict(cfg)).items()
+    config = {k: v for k, v in flatten(to_dict(cfg), ".").items()
               if not k.startswith(NOT_IN_FINGERPRINT)}
     model_sha = sha256_file(model_file)
     digest = hashlib.sha256(json.dumps({"model": model_sha, "config": config},

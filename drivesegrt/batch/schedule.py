@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RunConfig
+from ..run import _SignalStop
 from .drives import Drive
 from .layout import PARTIAL
 from .worker import DriveWorker
@@ -44,18 +44,13 @@ class Outcome:
     error: str | None      # why drives were left undone although nobody stopped the batch
 
 
-class _Stop:
-    """SIGINT/SIGTERM while drives run: 1 = schedule no more, 2 = abandon the running ones."""
+class _Stop(_SignalStop):
+    """``run``'s SIGINT/SIGTERM handling (installed in the main thread, restored on exit) with
+    the batch's meaning: ``level`` 1 = schedule no more drives, 2 = abandon the running ones."""
 
     def __init__(self):
+        super().__init__(pipeline=None)
         self.level = 0
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
 
     def _handle(self, signum, _frame):
         self.level += 1
@@ -66,10 +61,6 @@ class _Stop:
         else:
             print(f"\ndrivesegrt: {name}: abandoning the running drives", file=sys.stderr,
                   flush=True)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 class _FrameCounter:
