@@ -2,7 +2,7 @@
 ``drivesegrt run`` over the same 8 drives, and a 2-node local Ray cluster joined with
 ``--address``.
 
-    python benchmarks/fleet.py [--modes loop,batch1,batch2,cluster] [--work DIR]
+    python benchmarks/fleet.py [--modes loop,batch1,batch2,cluster] [--rounds N] [--work DIR]
                                [--out benchmarks/results/fleet]
 
 The 8 drives are cut from the shared clips with ffmpeg: the highway clip (960x540, 25 fps) in
@@ -21,7 +21,10 @@ Per mode: wall time of the command (start-up included: Python imports, model loa
 the cluster's own start is timed apart), drives/hour, frames/s (frames published / wall), and
 CPU utilisation: the CPU seconds of the command's process tree, Ray's processes included
 (sampled every 0.2 s), over wall x cores; the machine's overall busy share is given beside it,
-since other work on the machine shows there. Writes results.json and results.md to ``--out``.
+since other work on the machine shows there. For the batch modes, "in Ray s" is the part of the
+wall time from the workers' creation to the last drive (report.json's last run: Ray's own
+start-up and the report excluded). ``--rounds`` repeats all modes in turn (a shared machine's
+speed drifts; every round is kept). Writes results.json and results.md to ``--out``.
 """
 from __future__ import annotations
 
@@ -175,6 +178,7 @@ def stop_cluster(temp: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every mode, in turn")
     ap.add_argument("--work", help="drives and outputs (default: a temporary folder)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fleet"))
     args = ap.parse_args()
@@ -185,7 +189,7 @@ def main() -> int:
     cli = [sys.executable, "-m", "drivesegrt"]
     cores = psutil.cpu_count()
     rows = []
-    for mode in modes:
+    for round_, mode in ((r, m) for r in range(1, args.rounds + 1) for m in modes):
         out = work / mode
         shutil.rmtree(out, ignore_errors=True)
         extra: dict = {}
@@ -218,8 +222,10 @@ def main() -> int:
         ok = sum((f / "summary.json").is_file() for f in folders)
         frames = frames_of([f for f in folders if (f / "summary.json").is_file()])
         wall = result["wall_s"]
-        rows.append({"mode": mode, "command": command, "drives": ok, "frames": frames,
-                     **result, **extra,
+        if mode != "loop":
+            extra["in_ray_s"] = json.loads((out / "report.json").read_text())["last_run"]["wall_s"]
+        rows.append({"round": round_, "mode": mode, "command": command, "drives": ok,
+                     "frames": frames, **result, **extra,
                      "drives_per_hour": round(ok * 3600 / wall, 1),
                      "frames_per_s": round(frames / wall, 1),
                      "cpu_utilisation": round(result["cpu_s"] / (wall * cores), 3)})
@@ -227,7 +233,9 @@ def main() -> int:
         print(f"{mode:8} {r['drives']}/{len(drives)} drives {r['frames']} frames in {wall:6.1f} s"
               f"  {r['drives_per_hour']:7.1f} drives/h  {r['frames_per_s']:5.1f} frames/s"
               f"  CPU {r['cpu_utilisation']:.0%} (machine busy {r['machine_busy']:.0%})"
-              + (f"  cluster start {extra['cluster_start_s']} s" if extra else ""), flush=True)
+              + (f"  in Ray {extra['in_ray_s']:.1f} s" if "in_ray_s" in extra else "")
+              + (f"  cluster start {extra['cluster_start_s']} s" if "cluster_start_s" in extra
+                 else ""), flush=True)
     meta = {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": cores,
             "cpu": _cpu_name(), "drives": [d.name for d in drives]}
     target = Path(args.out)
@@ -241,13 +249,16 @@ def main() -> int:
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"Fleet benchmark, {meta['time']}, {meta['cores']} cores ({meta['cpu']}), "
              f"{len(meta['drives'])} drives, bundled model on ONNX Runtime, overlay.mp4 written.",
-             "", "| mode | drives | frames | wall s | drives/hour | frames/s | CPU utilisation "
-             "| machine busy |", "|---|---|---|---|---|---|---|---|"]
+             "", "| round | mode | drives | frames | wall s | in Ray s | drives/hour | frames/s "
+             "| CPU utilisation | machine busy |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['drives']} | {r['frames']} | {r['wall_s']:.1f} "
-                     f"| {r['drives_per_hour']:.0f} | {r['frames_per_s']:.1f} "
-                     f"| {r['cpu_utilisation']:.0%} | {r['machine_busy']:.0%} |")
-    lines += ["", *(f"- {r['mode']}: `{r['command']}`" for r in rows), ""]
+        in_ray = f"{r['in_ray_s']:.1f}" if "in_ray_s" in r else ""
+        lines.append(f"| {r['round']} | {r['mode']} | {r['drives']} | {r['frames']} "
+                     f"| {r['wall_s']:.1f} | {in_ray} | {r['drives_per_hour']:.0f} "
+                     f"| {r['frames_per_s']:.1f} | {r['cpu_utilisation']:.0%} "
+                     f"| {r['machine_busy']:.0%} |")
+    commands = {r["mode"]: r["command"] for r in rows}
+    lines += ["", *(f"- {mode}: `{cmd}`" for mode, cmd in commands.items()), ""]
     return "\n".join(lines)
 
 
