@@ -66,6 +66,20 @@ def add_pipeline_arguments(p) -> None:
     p.add_argument("--save-masks", action="store_true", default=None,
                    help="write masks/*.png (uint8 class ids at source resolution)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--temporal", metavar="SPEC", help="smooth class probabilities over time: "
+                   "none | ema:ALPHA | ema:ALPHA:flow (motion-compensated), ALPHA = weight of "
+                   "the newest frame (default: none)")
+    p.add_argument("--save-confidence", action="store_true", default=None,
+                   help="write confidence/*.png (top-class probability x 255) and its mean and "
+                   "low share in frames.jsonl")
+    p.add_argument("--figures", metavar="LIST", type=_figures,
+                   help="driving figures in frames.jsonl: comma list of coverage, drivable, or "
+                   "none (default: coverage,drivable)")
+    p.add_argument("--roi", metavar="NAME=x0,y0,x1,y1", action="append",
+                   help="class shares inside a region (fractions of the frame) in frames.jsonl; "
+                   "repeatable")
+    p.add_argument("--draw-drivable", action="store_true", default=None,
+                   help="outline the drivable area on the overlay")
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -74,6 +88,21 @@ def _hw(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 360x480") from None
     return h, w
+
+
+_FIGURES = ("coverage", "drivable")
+
+
+def _figures(text: str) -> dict[str, bool]:
+    """``--figures coverage,drivable`` | ``none`` -> {figure: on}."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return dict.fromkeys(_FIGURES, False)
+    bad = [n for n in names if n not in _FIGURES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of "
+                                         f"{', '.join(_FIGURES)}, or none")
+    return {n: n in names for n in _FIGURES}
 
 
 def load_run_config(args) -> RunConfig:
@@ -89,6 +118,9 @@ def load_run_config(args) -> RunConfig:
         "sinks.masks": args.save_masks, "sinks.show": args.show,
         "sinks.video": False if args.no_video else None, "sinks.view": args.view,
         "stream.reconnect_timeout": args.reconnect_timeout,
+        "temporal.smoothing": args.temporal, "confidence.save": args.save_confidence,
+        "figures.roi": args.roi, "overlay.draw_drivable": args.draw_drivable,
+        **{f"figures.{k}": v for k, v in (args.figures or {}).items()},
     }
     return load_dataclass(RunConfig, args.config, overrides)
 
@@ -124,12 +156,20 @@ def load_segmenter(cfg: RunConfig):
     seg = load(m.path or None, m.backend, m.device, filter_mode=cfg.postprocess.filter,
                resize=cfg.preprocess.resize, remap=cfg.postprocess.remap,
                input_size=m.input_size, overlay_alpha=cfg.overlay.alpha, threads=m.threads,
-               fp16=m.fp16, cuda_graphs=m.cuda_graphs)
+               fp16=m.fp16, cuda_graphs=m.cuda_graphs, temporal=cfg.temporal.smoothing,
+               scene_cut=cfg.temporal.scene_cut, confidence=cfg.confidence.wanted)
     return seg, model_path(m.path or None, m.backend)
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):
-    from .publish.sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
+    from .publish.sinks import (
+        ConfidenceSink,
+        ImageSink,
+        JsonlSink,
+        MaskSink,
+        VideoSink,
+        WindowSink,
+    )
     from .publish.view import ViewSink
 
     sinks = []
@@ -147,6 +187,8 @@ def make_sinks(cfg: RunConfig, out: Path, source):
                                cfg.sinks.video_crf, depth))
     if cfg.sinks.masks:
         sinks.append(MaskSink(out / "masks", depth))
+    if cfg.confidence.save:
+        sinks.append(ConfidenceSink(out / "confidence", depth))
     if cfg.sinks.show:
         reason = WindowSink.unavailable_reason()
         if reason:
@@ -155,6 +197,27 @@ def make_sinks(cfg: RunConfig, out: Path, source):
             sinks.append(WindowSink())
     jsonl = JsonlSink(out / "frames.jsonl") if cfg.sinks.jsonl else None
     return sinks, jsonl
+
+
+def make_figures(cfg: RunConfig, seg):
+    """The run's DrivingFigures, or None when no figure is asked for."""
+    from .publish.driving import DrivingFigures
+
+    f = cfg.figures
+    if not (f.wanted or cfg.confidence.wanted):
+        return None
+    return DrivingFigures(seg.class_names, f.coverage, f.drivable, f.drivable_classes,
+                          f.center_band, f.polygon_tolerance, f.regions(),
+                          cfg.confidence.low_threshold, cfg.overlay.draw_drivable)
+
+
+def make_continuity(cfg: RunConfig, seg, source):
+    """Where the source has gaps, for ``seg``'s temporal smoothing (None without it)."""
+    from .infer.temporal import Continuity
+
+    if seg.temporal is None:
+        return None
+    return Continuity(source.fps, cfg.temporal.max_gap_s)
 
 
 class _SignalStop:
@@ -217,13 +280,11 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     return summary
 
 
-def execute(cfg: RunConfig, progress: bool = True, segmenter=None,
-            extra_sinks=()) -> tuple[dict, int]:
+def execute(cfg: RunConfig, progress: bool = True, segmenter=None) -> tuple[dict, int]:
     """Run ``cfg`` to the end: (summary.json's dict, exit code 0 | 1 | 130). Ctrl-C/SIGTERM
     drain and finalize; bad input raises before any output exists. ``segmenter``: one already
     loaded for ``cfg.model`` (``load_segmenter(cfg)``), used and left open (a batch worker
-    runs many drives on one engine); None loads and closes one. ``extra_sinks`` are written
-    after the configured ones (a batch worker's per-frame class counts)."""
+    runs many drives on one engine); None loads and closes one."""
     from .capture import open_source
     from .capture.reconnect import Backoff
     from .files import write_json
@@ -241,14 +302,16 @@ def execute(cfg: RunConfig, progress: bool = True, segmenter=None,
             from .infer.build import model_path as path_of
 
             seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
+            seg.reset()          # the first frame does not follow the last run's last frame
+        figures = make_figures(cfg, seg)
         out = prepare_output(cfg.output)
         sinks, jsonl = make_sinks(cfg, out, source)
-        sinks += list(extra_sinks)
         overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
                           cfg.overlay.hud)
         bar = _progress(source, cfg.max_frames) if progress else None
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
-                            cfg.max_frames, on_frame=bar.update if bar else None)
+                            cfg.max_frames, on_frame=bar.update if bar else None,
+                            figures=figures, continuity=make_continuity(cfg, seg, source))
         for sink in sinks:
             if sink.name == "view":
                 sink.set_counters(pipeline.counters)
@@ -270,7 +333,8 @@ def execute(cfg: RunConfig, progress: bool = True, segmenter=None,
                                  "precision": seg.engine.spec.precision,
                                  "input_size": list(seg.input_size),
                                  "classes": list(seg.class_names),
-                                 "filter": seg.filter_mode, "resize": seg.resize},
+                                 "filter": seg.filter_mode, "resize": seg.resize,
+                                 "temporal": None if seg.temporal is None else str(seg.temporal)},
                        "outputs": {s.name: s.describe() for s in sinks},
                        "output_dir": str(out),
                        "error": None if error is None else str(error),

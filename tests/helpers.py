@@ -50,6 +50,7 @@ TINY_KWARGS = {
     "segnet": {"base": 4},
     "unet": {"base": 4},
     "encdec": {"base": 4},
+    "espnetv2": {"s": 0.5},
 }
 TINY_SIZE = (64, 96)   # (H, W): divisible by 32, small enough for 2 shared cores
 
@@ -88,6 +89,27 @@ def tiny_onnx(path: Path, name: str = "mobileseg", input_size=TINY_SIZE,
     from drivesegrt.deploy.export import export_onnx
 
     export_onnx(*tiny_model(name, input_size=input_size), path, **export_options)
+    return path
+
+
+def logits_onnx(path: Path, logits: np.ndarray, input_size=(8, 12),
+                labels: LabelSet = CAMVID11) -> Path:
+    """An ONNX model (with drivesegrt metadata) that answers every (1, H, W, 3) uint8 frame
+    batch with the fixed (1, C, h, w) float32 ``logits``: known scores through a real engine."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from drivesegrt.deploy.onnx_meta import write_meta
+
+    logits = np.asarray(logits, np.float32)
+    x = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, *input_size, 3])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(logits.shape))
+    node = helper.make_node("Constant", [], ["logits"], value=numpy_helper.from_array(logits))
+    model = helper.make_model(helper.make_graph([node], "fixed_logits", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_meta(model, ModelMeta.for_label_set("fixed", labels, input_size=tuple(input_size),
+                                              input_format="uint8_nhwc_bgr"))
+    onnx.save(model, str(path))
     return path
 
 

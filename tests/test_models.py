@@ -30,13 +30,17 @@ ODD = (37, 51)          # not a multiple of any stride; 5 pools need >= 32 pixel
 
 ALLOWED_UPSAMPLE = {"mobileseg": MOBILESEG_UPSAMPLE, "fcn32s": FCN_UPSAMPLE,
                     "fcn16s": FCN_UPSAMPLE, "fcn8s": FCN_UPSAMPLE, "segnet": UPSAMPLE_MODES,
-                    "unet": UNET_UPSAMPLE, "encdec": UPSAMPLE_MODES}
+                    "unet": UNET_UPSAMPLE, "encdec": UPSAMPLE_MODES,
+                    "espnetv2": ()}   # its bilinear (aligned corners) is part of its weights
+# Models whose ONNX graph serves the input size it was exported at (resampling sizes constant).
+FIXED_INPUT_SIZE = {"espnetv2"}
 
 # Ops the ONNX-TensorRT parser imports (onnx-tensorrt docs/operators.md); no MaxUnpool, no Mod.
-TRT_PARSABLE = {"Add", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose",
-                "DepthToSpace", "Div", "Equal", "Gather", "GlobalAveragePool", "Identity",
-                "MaxPool", "Mul", "Pad", "Relu", "Reshape", "Resize", "Shape", "Sigmoid",
-                "Slice", "Sub", "Transpose", "Unsqueeze"}
+TRT_PARSABLE = {"Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant",
+                "ConstantOfShape", "Conv", "ConvTranspose", "DepthToSpace", "Div", "Equal",
+                "Gather", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
+                "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Sub", "Transpose",
+                "Unsqueeze"}
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +108,7 @@ def test_unknown_model_is_a_value_error():
     with pytest.raises(ValueError) as e:
         build_model("nope", 11)
     assert str(e.value) == ("unknown model 'nope'; "
-                            "allowed: mobileseg, fcn32s, fcn16s, fcn8s, segnet, unet, encdec")
+                            "allowed: mobileseg, fcn32s, fcn16s, fcn8s, segnet, unet, encdec, espnetv2")
 
 
 # every model at its default upsampling, and every upsampling choice once (encdec takes them all)
@@ -120,7 +124,8 @@ def test_onnx_export_matches_torch(name, mode, tmp_path):
     assert "MaxUnpool" not in ops
     assert all(len(n.output) == 1 for n in graph.graph.node if n.op_type == "MaxPool")
     assert set(ops) <= TRT_PARSABLE, f"not TensorRT-parsable: {set(ops) - TRT_PARSABLE}"
-    for shape in ((1, 3, *ODD), (2, 3, 64, 96)):        # dynamic axes: a second size and batch
+    second = (2, 3, *ODD) if name in FIXED_INPUT_SIZE else (2, 3, 64, 96)
+    for shape in ((1, 3, *ODD), second):                # dynamic axes: a second size and batch
         x = torch.randn(shape)
         with torch.no_grad():
             ref = model(x).numpy()

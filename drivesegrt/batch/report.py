@@ -3,9 +3,10 @@ the ledger's records of the current drives (so it covers drives done by earlier 
 the figures of the run that just ended.
 
 Per drive: state, frames in/out/failed, video duration, wall time and processing FPS, class
-coverage (each class's share of the drive's pixels), the road's share per frame summarized
-(mean, min, p5, p50, p95, max and a short series), and the reason of a failure. Totals: drives
-by state, frames, hours of video, class coverage over the fleet (pixel-weighted). The per-frame
+coverage (each class's mean share of a frame, from the runs' ``coverage`` figure), the road's
+share per frame summarized (mean, min, p5, p50, p95, max and a short series), and the reason
+of a failure. Totals: drives
+by state, frames, hours of video, class coverage over the fleet (frame-weighted). The per-frame
 records are the Parquet dataset in ``DIR/frames/`` (frames.py).
 """
 from __future__ import annotations
@@ -34,10 +35,11 @@ def build(drives: list[Drive], states: dict[str, dict], last_run: dict,
         rows.append({"id": d.id, "source": d.source, "state": state,
                      **{k: rec[k] for k in DRIVE_KEYS if k in rec}})
     done = [states[r["id"]] for r in rows if r["state"] == "done"]
-    pixels = sum(r.get("pixels", 0) for r in done)
+    covered = [r for r in done if r["class_shares"]]          # runs that recorded coverage
+    frames = sum(r["frames_out"] for r in covered)
     classes = done[0]["classes"] if done else []
-    shares = {c: round(sum(r["class_shares"].get(c, 0.0) * r.get("pixels", 0) for r in done)
-                       / pixels, 6) for c in classes} if pixels else {}
+    shares = {c: round(sum(r["class_shares"].get(c, 0.0) * r["frames_out"] for r in covered)
+                       / frames, 6) for c in classes} if frames else {}
     road = [(r["road_share"]["mean"], r["frames_out"]) for r in done if r.get("road_share")]
     totals = {
         "drives": len(rows),
@@ -101,7 +103,7 @@ def markdown(report: dict) -> str:
             f"| {_num(r.get('duration_s'), '.1f')} | {_num(r.get('fps'), '.1f')} "
             f"| {road_text} | {', '.join(f'{c} {s:.0%}' for c, s in top)} |")
     if t["class_shares"]:
-        lines += ["", "Class coverage over the fleet (share of all pixels): "
+        lines += ["", "Class coverage over the fleet (mean share of a frame): "
                   + ", ".join(f"{c} {s:.1%}" for c, s in
                               sorted(t["class_shares"].items(), key=lambda kv: -kv[1])) + "."]
     failed = [r for r in report["drives"] if r["state"] == "failed"]
@@ -136,7 +138,7 @@ def plot(report: dict, path: Path) -> None:
         ax_cls.barh(ids, widths, left=left, color=color, label=name)
         left = [a + b for a, b in zip(left, widths)]
     ax_cls.set_xlim(0, 1)
-    ax_cls.set_xlabel("class share of pixels")
+    ax_cls.set_xlabel("class share of a frame (mean)")
     ax_cls.set_yticks([])
     ax_cls.invert_yaxis()
     for r in done:

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..files import write_json
 from .drives import Drive
-from .frames import ClassPixels, coverage, frame_rows, write_parquet
+from .frames import coverage, read_records, write_parquet
 from .layout import PARTIAL
 from .ledger import output_manifest, sha256_file
 
@@ -62,10 +62,8 @@ class DriveWorker:
         if self.seg is None:
             return {**base, "state": "unavailable", "reason": self.load_error}
         cfg = dataclasses.replace(self.cfg, source=drive.source, output=str(attempt))
-        pixels = ClassPixels(len(self.seg.class_names))
         try:
-            summary, code = execute(cfg, progress=False, segmenter=self.seg,
-                                    extra_sinks=[pixels])
+            summary, code = execute(cfg, progress=False, segmenter=self.seg)
         # A bad drive (unreadable, corrupt, empty, an engine that fails on its frames) is
         # that drive's failure, recorded with its reason; the worker goes on with the next.
         except Exception as e:  # noqa: BLE001
@@ -78,13 +76,14 @@ class DriveWorker:
             shutil.rmtree(attempt, ignore_errors=True)
             return {**base, "state": "failed", "reason": summary["error"]}
         return {**base, "state": "done",
-                **self._finish(drive, attempt, Path(out) / drive.id, summary, pixels)}
+                **self._finish(drive, attempt, Path(out) / drive.id, summary)}
 
-    def _finish(self, drive: Drive, attempt: Path, final: Path, summary: dict,
-                pixels: ClassPixels) -> dict:
+    def _finish(self, drive: Drive, attempt: Path, final: Path, summary: dict) -> dict:
         names = list(self.seg.class_names)
         parquet = attempt.with_name(attempt.name + ".parquet")
-        write_parquet(frame_rows(attempt / "frames.jsonl", pixels, names, drive.id), parquet)
+        jsonl = attempt / "frames.jsonl"
+        records = read_records(jsonl) if jsonl.is_file() else []
+        write_parquet(records, drive.id, parquet)
         _point_summary_at(attempt, summary, final)
         src = summary["source"]
         frames_out = summary["frames_out"]
@@ -98,7 +97,7 @@ class DriveWorker:
                 if drive.kind == "video" and src["fps"] else None,
                 "size": [src["width"], src["height"]],
                 "classes": names, "palette": [list(c) for c in self.seg.palette],
-                **coverage(pixels, names),
+                **coverage(records, names),
                 "outputs": output_manifest(attempt),
                 "parquet": {"path": str(parquet), "bytes": parquet.stat().st_size,
                             "sha256": sha256_file(parquet)}}

@@ -18,7 +18,9 @@ MODELS = {
     "segnet": "drivesegrt.models.segnet:SegNet",
     "unet": "drivesegrt.models.unet:UNet",
     "encdec": "drivesegrt.models.encdec:EncoderDecoder",
+    "espnetv2": "drivesegrt.models.espnetv2:ESPNetv2",
 }
+
 
 def available_models() -> list[str]:
     return list(MODELS)

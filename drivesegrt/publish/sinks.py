@@ -3,6 +3,7 @@
     VideoSink   overlay.mp4: H.264 through an ffmpeg pipe when ffmpeg exists, else OpenCV mp4v
     ImageSink   overlays/<stem>.jpg (image sources)
     MaskSink    masks/<stem>.png (image sources) or masks/<6-digit index>.png (video)
+    ConfidenceSink  confidence/<same name>.png: top-class probability x 255
     WindowSink  a cv2 window when a display exists
     JsonlSink   frames.jsonl, one object per published frame
 
@@ -251,6 +252,18 @@ class MaskSink(_FileSink):
     name = "masks"
     # Level 1: masks compress about as well as at the default level, 3-4x faster.
     attr, suffix, params = "labels", ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1)
+
+
+class ConfidenceSink(_FileSink):
+    """confidence/<stem>.png or confidence/<6-digit index>.png, named like the masks:
+    single-channel uint8 top-class probability x 255 at the source resolution."""
+
+    name = "confidence"
+    # Smooth gradients: most of the encode time goes to choosing PNG filters per row; the SUB
+    # filter with run-length matching halves it for files of the same size.
+    attr, suffix, params = "confidence", ".png", (
+        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
 
 
 class WindowSink(Sink):
