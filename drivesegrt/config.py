@@ -282,10 +282,15 @@ class SinksConfig:
     jsonl: bool = True                 # frames.jsonl
     view: str | None = None            # live browser view address, e.g. http://127.0.0.1:8080
     view_fps: float = 15.0             # at most this many JPEGs a second for the view
+    view_token: str | None = None      # the view serves only requests carrying this token
+    view_hosts: tuple[str, ...] = ()   # host names allowed in requests to the view, besides
+                                       # loopback names and IP addresses (DNS rebinding)
 
     def validate(self):
         _require(0 <= self.video_crf <= 51, "sinks.video_crf", f"must be 0..51, got {self.video_crf}")
         _require(self.view_fps > 0, "sinks.view_fps", f"must be > 0, got {self.view_fps}")
+        _require(self.view_token is None or len(self.view_token) > 0, "sinks.view_token",
+                 "must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +323,7 @@ class PipelineConfig:
 class RunConfig:
     source: str = "synthetic:"
     output: str | None = None          # None = runs/<timestamp>/
+    overwrite: bool = False            # reuse a non-empty run directory (a run's outputs only)
     max_frames: int | None = None      # None = until the source ends
     model: ModelConfig = ModelConfig()
     preprocess: PreprocessConfig = PreprocessConfig()

@@ -32,10 +32,15 @@ def image_paths(spec: str | Path) -> list[Path] | None:
     return None
 
 
+def json_text(obj) -> str:
+    """How every JSON output file is written: indented, one final newline."""
+    return json.dumps(obj, indent=2) + "\n"
+
+
 def write_json(path: str | Path, obj) -> None:
     """Atomic JSON write (tmp + rename): a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json_text(obj))
     os.replace(tmp, path)

@@ -6,9 +6,10 @@ Reads config (``--config FILE``, else the defaults in config.RunConfig, mirrored
 config.yaml), applies CLI flags on top, opens the source, loads the engine, wires the
 pipeline and writes ``summary.json``. Ctrl-C / SIGTERM drain and finalize, exit code 130. A
 camera/stream that stays away past ``--reconnect-timeout`` ends the run like the end of a file
-(exit 0). An output that cannot be written mid-run (disk full) or an engine failing frame
-after frame stops the run: outputs are finalized, summary.json records the error, one line on
-stderr, exit code 1.
+(exit 0). An output that cannot be written mid-run (disk full, run directory removed) or an
+engine failing frame after frame stops the run: outputs are finalized, summary.json records the
+error, one line on stderr, exit code 1. The run directory is claimed by one run at a time and
+must be empty unless ``--overwrite`` (publish/rundir.py).
 """
 from __future__ import annotations
 
@@ -25,12 +26,22 @@ from .config import RunConfig, choices, load_dataclass, to_dict
 def add_arguments(p) -> None:
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
-    p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
+    p.add_argument("--output", help="run directory (default: runs/<timestamp>/); it must be "
+                   "empty or new, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="reuse a run directory: remove a previous run's outputs (overlay.mp4, "
+                   "overlays/, masks/, frames.jsonl, summary.json) and nothing else")
     add_pipeline_arguments(p)
     p.add_argument("--show", action="store_true", default=None,
                    help="show the overlay in a window (needs a display)")
     p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
                    "http://127.0.0.1:8080 (port 0 = any free port)")
+    p.add_argument("--view-token", metavar="TOKEN",
+                   help="the live view answers only requests carrying it (?token=TOKEN or "
+                   "'Authorization: Bearer TOKEN'); use it when --view listens beyond loopback")
+    p.add_argument("--view-host", action="append", metavar="NAME",
+                   help="a host name browsers may use to reach the live view, besides loopback "
+                   "names and IP addresses (repeatable; e.g. the machine's DNS name)")
     p.add_argument("--reconnect-timeout", type=float, metavar="S",
                    help="camera/stream: end the run after S seconds without the source "
                    "(default: keep reconnecting)")
@@ -107,7 +118,8 @@ def _figures(text: str) -> dict[str, bool]:
 
 def load_run_config(args) -> RunConfig:
     overrides = {
-        "source": args.source, "output": args.output, "max_frames": args.max_frames,
+        "source": args.source, "output": args.output, "overwrite": args.overwrite,
+        "max_frames": args.max_frames,
         "model.path": args.model, "model.backend": args.backend, "model.device": args.device,
         "model.threads": args.threads, "model.input_size": args.input_size,
         "preprocess.resize": args.resize, "postprocess.filter": args.filter,
@@ -117,6 +129,8 @@ def load_run_config(args) -> RunConfig:
         "sinks.video_codec": args.codec,
         "sinks.masks": args.save_masks, "sinks.show": args.show,
         "sinks.video": False if args.no_video else None, "sinks.view": args.view,
+        "sinks.view_token": args.view_token,
+        "sinks.view_hosts": tuple(args.view_host) if args.view_host else None,
         "stream.reconnect_timeout": args.reconnect_timeout,
         "temporal.smoothing": args.temporal, "confidence.save": args.save_confidence,
         "figures.roi": args.roi, "overlay.draw_drivable": args.draw_drivable,
@@ -125,25 +139,16 @@ def load_run_config(args) -> RunConfig:
     return load_dataclass(RunConfig, args.config, overrides)
 
 
-def prepare_output(output: str | None) -> Path:
-    """Create the run directory (default runs/<timestamp>/) and prove it is writable."""
+def output_dir(output: str | None) -> Path:
+    """The run directory: ``output``, or a new runs/<timestamp>[-N]/."""
     if output:
-        out = Path(output)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / stamp
-        n = 1
-        while out.exists():
-            out = Path("runs") / f"{stamp}-{n}"
-            n += 1
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
-        raise PermissionError(f"output directory {out} is not writable "
-                              f"({e.strerror or type(e).__name__})") from None
+        return Path(output)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / stamp
+    n = 1
+    while out.exists():
+        out = Path("runs") / f"{stamp}-{n}"
+        n += 1
     return out
 
 
@@ -174,8 +179,13 @@ def make_sinks(cfg: RunConfig, out: Path, source):
 
     sinks = []
     if cfg.sinks.view:        # first: a busy port fails before any writer process starts
-        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps)
-        print(f"drivesegrt: live view at {view.url}", file=sys.stderr, flush=True)
+        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
+                        hosts=cfg.sinks.view_hosts)
+        print(f"drivesegrt: live view at {view.url}"
+              + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr,
+              flush=True)
+        if view.exposure_warning:
+            print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
         sinks.append(view)
     depth = cfg.pipeline.writer_queue
     if source.kind == "images":
@@ -221,10 +231,13 @@ def make_continuity(cfg: RunConfig, seg, source):
 
 
 class _SignalStop:
-    """SIGINT/SIGTERM -> pipeline.stop() (drain and finalize); a second signal aborts."""
+    """SIGINT/SIGTERM -> drain and finalize, exit 130. Installed before anything is opened or
+    loaded, so a signal during start-up is not the default SIGTERM death (exit 143): the
+    pipeline is then stopped before its first frame and the (empty) outputs are finalized. A
+    second signal aborts (during start-up: at once, exit 130)."""
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
+    def __init__(self):
+        self.pipeline = None
         self.signum: int | None = None
         self._old = {}
 
@@ -234,12 +247,25 @@ class _SignalStop:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, _frame):
+    def attach(self, pipeline) -> None:
+        self.pipeline = pipeline
         if self.signum is not None:
-            self.pipeline.abort()
+            pipeline.stop()
+
+    def _handle(self, signum, _frame):
+        again = self.signum is not None
         self.signum = signum
-        print(f"\ndrivesegrt: {signal.Signals(signum).name}: draining and finalizing outputs "
-              f"(again to abort)", file=sys.stderr)
+        name = signal.Signals(signum).name
+        if self.pipeline is None:
+            if again:
+                raise KeyboardInterrupt
+            print(f"\ndrivesegrt: {name} during start-up: stopping before the first frame "
+                  f"(again to abort)", file=sys.stderr)
+            return
+        if again:
+            self.pipeline.abort()
+        print(f"\ndrivesegrt: {name}: draining and finalizing outputs (again to abort)",
+              file=sys.stderr)
         self.pipeline.stop()
 
     def __exit__(self, *exc):
@@ -251,14 +277,18 @@ def main(args) -> int:
     """``drivesegrt run``: the summary table on stdout, the exit code of the README."""
     from .capture import quiet_decoder_logs
 
-    cfg = load_run_config(args)
-    if not args.verbose:
-        quiet_decoder_logs()
-    summary, code = execute(cfg)
+    with _SignalStop() as signals:            # first: even the config may block (a FIFO)
+        cfg = load_run_config(args)
+        if not args.verbose:
+            quiet_decoder_logs()
+        summary, code = execute(cfg, signals=signals)
     print_summary(summary)
     if summary["error"] is not None:
+        video = summary["outputs"].get("video", {})
+        kept = (f"; overlay.mp4 keeps its first {video['frames_kept']} frames"
+                if "frames_kept" in video else "")
         print(f"drivesegrt: error: {summary['error']} (outputs written so far are finalized in "
-              f"{summary['output_dir']})", file=sys.stderr)
+              f"{summary['output_dir']}{kept})", file=sys.stderr)
     return code
 
 
@@ -267,7 +297,8 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     """Python form of ``drivesegrt run``: the same outputs in ``output``; returns summary.json's
     dict (its ``error`` says what stopped a run early). ``options`` are the CLI's long flags
     with underscores (``model="camvid"``, ``backend="openvino"``, ``max_frames=100``,
-    ``save_masks=True``, ...). Bad input raises ValueError/FileNotFoundError naming it."""
+    ``save_masks=True``, ``overwrite=True``, ...). Bad input raises ValueError/FileNotFoundError
+    naming it."""
     parser = argparse.ArgumentParser(prog="drivesegrt.run")
     add_arguments(parser)
     args = parser.parse_args([])
@@ -280,21 +311,27 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     return summary
 
 
-def execute(cfg: RunConfig, progress: bool = True, segmenter=None) -> tuple[dict, int]:
+def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None = None,
+            segmenter=None) -> tuple[dict, int]:
     """Run ``cfg`` to the end: (summary.json's dict, exit code 0 | 1 | 130). Ctrl-C/SIGTERM
-    drain and finalize; bad input raises before any output exists. ``segmenter``: one already
-    loaded for ``cfg.model`` (``load_segmenter(cfg)``), used and left open (a batch worker
-    runs many drives on one engine); None loads and closes one."""
+    drain and finalize (``signals``: handlers already installed by the caller); bad input
+    raises before any frame is processed; a failure after that is exit code 1, never an
+    exception. ``segmenter``: one already loaded for ``cfg.model`` (``load_segmenter(cfg)``),
+    used and left open (a batch worker runs many drives on one engine); None loads and closes
+    one."""
+    if signals is None:
+        with _SignalStop() as own:
+            return execute(cfg, progress, own, segmenter)
     from .capture import open_source
     from .capture.reconnect import Backoff
-    from .files import write_json
     from .pipeline import InferenceError, Pipeline
     from .publish.overlay import Overlay
+    from .publish.rundir import RunDir, describe_holder
     from .publish.sinks import OutputError
 
     source = open_source(cfg.source, cfg.stream.reconnect_timeout,
                          Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
-    seg = None
+    seg = rundir = None
     try:
         if segmenter is None:
             seg, model_path = load_segmenter(cfg)
@@ -304,7 +341,11 @@ def execute(cfg: RunConfig, progress: bool = True, segmenter=None) -> tuple[dict
             seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
             seg.reset()          # the first frame does not follow the last run's last frame
         figures = make_figures(cfg, seg)
-        out = prepare_output(cfg.output)
+        rundir = RunDir.claim(output_dir(cfg.output), cfg.overwrite)
+        out = rundir.path
+        if rundir.stale_holder:
+            print(f"drivesegrt: taking over {out} from a run that is gone "
+                  f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
         sinks, jsonl = make_sinks(cfg, out, source)
         overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
                           cfg.overlay.hud)
@@ -315,43 +356,47 @@ def execute(cfg: RunConfig, progress: bool = True, segmenter=None) -> tuple[dict
         for sink in sinks:
             if sink.name == "view":
                 sink.set_counters(pipeline.counters)
-        # Handlers stay installed until summary.json is written: a signal during
-        # finalization still ends with complete outputs and exit code 130.
-        with _SignalStop(pipeline) as sig:
-            error = None
+        signals.attach(pipeline)             # stops it at once after a signal in start-up
+        error = None
+        try:
+            pipeline.run()
+        except (OutputError, InferenceError) as e:     # outputs are finalized by now
+            error = e
+        finally:
+            if bar:
+                bar.close()
+        if rundir.gone():                    # the root cause of any write error that followed
+            error = OutputError(f"run directory {out} was removed during the run; its "
+                                f"outputs are lost")
+        summary = {**pipeline.summary(),
+                   "source": source.describe(),
+                   "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
+                             "device": seg.engine.spec.device, "arch": seg.meta.arch,
+                             "precision": seg.engine.spec.precision,
+                             "input_size": list(seg.input_size),
+                             "classes": list(seg.class_names),
+                             "filter": seg.filter_mode, "resize": seg.resize,
+                             "temporal": None if seg.temporal is None else str(seg.temporal)},
+                   "outputs": {s.name: s.describe() for s in sinks},
+                   "output_dir": str(out),
+                   "error": None if error is None else str(error),
+                   "config": to_dict(cfg)}
+        if not rundir.gone():
             try:
-                pipeline.run()
-            except (OutputError, InferenceError) as e:     # outputs are finalized by now
-                error = e
-            finally:
-                if bar:
-                    bar.close()
-            summary = {**pipeline.summary(),
-                       "source": source.describe(),
-                       "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
-                                 "device": seg.engine.spec.device, "arch": seg.meta.arch,
-                                 "precision": seg.engine.spec.precision,
-                                 "input_size": list(seg.input_size),
-                                 "classes": list(seg.class_names),
-                                 "filter": seg.filter_mode, "resize": seg.resize,
-                                 "temporal": None if seg.temporal is None else str(seg.temporal)},
-                       "outputs": {s.name: s.describe() for s in sinks},
-                       "output_dir": str(out),
-                       "error": None if error is None else str(error),
-                       "config": to_dict(cfg)}
-            try:
-                write_json(out / "summary.json", summary)
-            except OSError:
-                if error is None:
-                    raise                      # the disk may be the very thing that is full
+                rundir.write_summary(summary)
+            except OSError as e:
+                error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
+                summary["error"] = str(error)
     finally:
+        if rundir is not None:
+            rundir.release()
         source.close()
         if seg is not None and segmenter is None:      # only the one loaded here
             seg.close()
             seg.engine.close()
     if error is not None:
         return summary, 1
-    return summary, 130 if sig.signum is not None else 0
+    return summary, 130 if signals.signum is not None else 0
 
 
 def _progress(source, max_frames):

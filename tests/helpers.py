@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -264,6 +265,13 @@ def _cli(*args) -> tuple[list[str], dict]:
             dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+def run_args(model, config, source, out, *more) -> tuple:
+    """``drivesegrt run`` arguments on the torch backend: ``model`` (a tiny checkpoint),
+    ``config`` (e.g. one engine thread), ``source`` into run directory ``out``."""
+    return ("run", "--backend", "torch", "--source", source, "--model", model,
+            "--config", config, "--output", out, *more)
+
+
 def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m drivesegrt ARGS`` as a real process, to its end (text stdout/stderr)."""
     cmd, env = _cli(*args)
@@ -327,6 +335,11 @@ class LiveRun:
             time.sleep(0.05)
         raise TimeoutError(f"{count} < {n} frames published (rc={self.proc.poll()}): "
                            f"{self.stderr}")
+
+    def interrupt(self, signum: int = signal.SIGINT, timeout: float = 120) -> int:
+        """Send ``signum``, then wait for the exit; returns the exit code."""
+        self.proc.send_signal(signum)
+        return self.finish(timeout)
 
     def finish(self, timeout: float = 120) -> int:
         """Wait for the exit; returns the exit code (stdout/stderr collected)."""

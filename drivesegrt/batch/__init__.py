@@ -20,13 +20,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..run import add_pipeline_arguments, load_run_config, prepare_output
+from ..run import add_pipeline_arguments, load_run_config
 from .drives import find_drives
 from .layout import FRAMES, LEDGER, PARTIAL, RAY, RESERVED
 
-# Flags of `run` that make no sense for recorded drives in a batch (live view, window,
-# camera reconnects): set to "not given" here, refused when a config file sets them.
-_LIVE_ONLY = {"source": None, "show": None, "view": None, "reconnect_timeout": None}
+# Flags of `run` that make no sense for drives in a batch (live view, window, camera
+# reconnects; --overwrite: every drive is written into a new folder): set to "not given" here;
+# a config file that sets show or view is refused.
+_LIVE_ONLY = {"source": None, "show": None, "view": None, "view_token": None,
+              "view_host": None, "reconnect_timeout": None, "overwrite": None}
 
 
 def add_arguments(p) -> None:
@@ -83,7 +85,12 @@ def batch_config(args):
 def prepare(output: str) -> Path:
     """The batch folder: new, empty, or one a batch made (it holds batch.jsonl); anything
     else is refused, so a drive folder never replaces a folder of someone else's."""
-    out = prepare_output(output).absolute()
+    out = Path(output).absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"--output {output}: cannot create it "
+                              f"({e.strerror or type(e).__name__})") from None
     ours = RESERVED | {PARTIAL, RAY}
     if not (out / LEDGER).is_file():
         foreign = sorted(p.name for p in out.iterdir() if p.name.casefold() not in ours)

@@ -34,9 +34,10 @@ from .frames import flatten
 from .layout import FRAMES, LEDGER, LOCK, PARTIAL
 
 # Config keys that do not change what a drive's outputs contain: how fast it runs (threads,
-# queues), where things are (the model is fingerprinted by its content), live-only options.
-NOT_IN_FINGERPRINT = ("source", "output", "model.path", "model.threads", "pipeline.",
-                      "stream.", "sinks.show", "sinks.view")
+# queues), where things are (the model is fingerprinted by its content), live-only options,
+# --overwrite (every drive is written into a new folder).
+NOT_IN_FINGERPRINT = ("source", "output", "overwrite", "model.path", "model.threads",
+                      "pipeline.", "stream.", "sinks.show", "sinks.view")
 
 
 def sha256_file(path: Path) -> str:

@@ -49,7 +49,7 @@ class _Stop(_SignalStop):
     the batch's meaning: ``level`` 1 = schedule no more drives, 2 = abandon the running ones."""
 
     def __init__(self):
-        super().__init__(pipeline=None)
+        super().__init__()
         self.level = 0
 
     def _handle(self, signum, _frame):

@@ -15,12 +15,16 @@ through the pipeline's preprocessing: resize to ``meta.input_size`` and
 normalization and the argmax tail always stay float; with ``--activations uint8`` (the CPU
 recipe) so do convolutions writing fewer than NARROW_CHANNELS channels.
 
-Memory: the entropy and percentile calibrators keep every image's activations until the end
-(ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size.
+Memory does not grow with the number of images: ranges are computed by
+:func:`calibrate_ranges`, which feeds ONNX Runtime's own calibrator math one image at a time
+(its ``quantize_static`` would keep every image's activations for the entropy and percentile
+methods until the end: N images, N x the activation size) and gets the very same ranges; the
+quantizer then reads them as a calibration cache.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import tempfile
 from pathlib import Path
 
@@ -210,6 +214,83 @@ def _float_logits(model: onnx.ModelProto) -> None:
         g.initializer.remove(init)
 
 
+def calibrate_ranges(model_path: str | Path, reader: FrameReader, method: str,
+                     percentile: float, workdir: str | Path):
+    """ONNX Runtime's calibration of ``model_path`` (the model ``quantize_static`` is given)
+    on ``reader``'s frames, with memory bounded by one frame's activations: returns its
+    ``TensorsData``, the same ranges ``quantize_static`` computes itself.
+
+    minmax: ORT's calibrator already merges per chunk of frames (exact). entropy and
+    percentile: ORT builds each tensor's histogram once over all frames' values (edges from
+    their overall range), so the frames are read twice: first each tensor's overall min and
+    max, then its histogram over exactly those edges, summed frame by frame (counting is per
+    value, so the sum equals ORT's); ORT's own collector then turns the histograms into ranges.
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        HistogramCollector,
+        create_calibrator,
+    )
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+             "minmax": CalibrationMethod.MinMax}[method]
+    # The op types and options quantize_static hands its calibrator.
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    calibrator = create_calibrator(
+        Path(model_path), op_types,
+        augmented_model_path=str(Path(workdir) / "augmented.onnx"), calibrate_method=calib,
+        extra_options={"percentile": percentile, "max_intermediate_outputs": 16})
+    reader.rewind()
+    if method == "minmax":
+        calibrator.collect_data(reader)
+        return calibrator.compute_data()
+    session = calibrator.infer_session
+    names = [o.name for o in session.get_outputs()
+             if o.name in calibrator.tensors_to_calibrate]
+    symmetric = calibrator.symmetric           # percentile: histogram of |x| (ORT's default)
+
+    def frames():
+        reader.rewind()
+        for feed in iter(reader.get_next, None):
+            yield dict(zip(names, session.run(names, feed)))
+
+    def merge(into: dict, n: str, value, fn) -> None:
+        into[n] = fn(into[n], value) if n in into else value
+
+    lo, hi, abs_lo, abs_hi = {}, {}, {}, {}
+    for acts in frames():                        # pass 1: each tensor's overall range
+        for n, a in acts.items():
+            merge(lo, n, np.nanmin(a), np.minimum)
+            merge(hi, n, np.nanmax(a), np.maximum)
+            if symmetric:
+                merge(abs_lo, n, np.abs(a).min(), np.minimum)
+                merge(abs_hi, n, np.abs(a).max(), np.maximum)
+    span = {}
+    for n in names:
+        if symmetric:       # ORT: np.histogram(|x|, bins), edges over |x|'s own min..max
+            span[n] = (abs_lo[n], abs_hi[n])
+        else:               # ORT: np.histogram(x, bins, range=(-t, t)), t = max |x|
+            t = np.array(max(abs(lo[n]), abs(hi[n])), dtype=lo[n].dtype)
+            span[n] = (-t, t)
+    bins = calibrator.num_bins
+    hist, edges = {}, {}
+    for acts in frames():                        # pass 2: histograms over those edges
+        for n, a in acts.items():
+            h, edges[n] = np.histogram(np.abs(a) if symmetric else a, bins, range=span[n])
+            merge(hist, n, h, np.add)
+    collector = HistogramCollector(
+        method=calibrator.method, symmetric=symmetric, num_bins=bins,
+        num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+        scenario=calibrator.scenario)
+    for n in names:         # the tuples ORT's collect_absolute_value / collect_value store
+        collector.histogram_dict[n] = (
+            (hist[n], edges[n].astype(lo[n].dtype), lo[n], hi[n]) if symmetric
+            else (hist[n], edges[n], lo[n], hi[n], span[n][1]))
+    calibrator.collector = collector
+    return calibrator.compute_data()
+
+
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
                   method: str = "percentile", frames=(), exclude=(),
                   percentile: float = DEFAULT_PERCENTILE, activations: str = "int8",
@@ -227,13 +308,15 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     Returns the names of the nodes kept in float. The output keeps the metadata with
     ``precision = "int8"``.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    import onnxruntime
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise ValueError(f"calibrate needs an onnxruntime whose quantize_static takes "
+                         f"calibration_cache_path (installed: {onnxruntime.__version__}); "
+                         f"pip install -U onnxruntime")
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(METHODS)}")
@@ -249,8 +332,6 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     if narrow_float < 0:
         raise ValueError(f"--narrow-float must be >= 0, got {narrow_float}")
     keep_float = sorted(set(keep_float) | set(narrow_convs(proto, narrow_float)))
-    calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-             "minmax": CalibrationMethod.MinMax}[method]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
@@ -264,14 +345,17 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
         prepped = Path(tmp) / "prepped.onnx"
         # ORT's recommended pre-processing: shape inference + graph optimization (BN folding).
         quant_pre_process(str(source), str(prepped), skip_symbolic_shape=True)
+        ranges = calibrate_ranges(prepped, reader, method, percentile, tmp)
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)       # quantize_static reads it instead of calibrating
         quantize_static(
-            str(prepped), str(out), reader, quant_format=QuantFormat.QDQ,
+            str(prepped), str(out), None, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=calib, nodes_to_exclude=keep_float,
+            calibrate_method=ranges.calibration_method, nodes_to_exclude=keep_float,
             extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
-                           "QuantizeBias": False, "CalibPercentile": percentile,
-                           "CalibMaxIntermediateOutputs": 16})
+                           "QuantizeBias": False},
+            calibration_cache_path=cache)
     result = onnx.load(str(out))
     _share_resize_scales(result)
     _float_logits(result)
@@ -316,6 +400,9 @@ def main(args) -> int:
 
     images = calibration_images(args.data, args.list, args.num_images)
     frames = video_frames(args.video, args.video_frames) if args.video else []
+    print(f"calibrating on {len(images)} images"
+          f"{f' + {len(frames)} video frames' if frames else ''} from {args.data} "
+          f"({args.method}; memory of one image at a time)", flush=True)
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
                          exclude=args.exclude, percentile=args.percentile,
                          activations=args.activations, equalize=args.equalize,
