@@ -8,6 +8,10 @@ from pathlib import Path
 
 # Suffixes read as images (OpenCV decodes all of them), by sources, calibration and datasets.
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Suffixes taken for recorded drives when a folder is scanned (batch); a file named directly
+# is opened whatever its suffix.
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".ts", ".mts", ".m2ts", ".mpg",
+              ".mpeg", ".flv", ".wmv", ".h264", ".h265", ".hevc")
 
 
 def is_image(path: Path) -> bool:

@@ -25,9 +25,32 @@ from .config import RunConfig, choices, load_dataclass, to_dict
 
 
 def add_arguments(p) -> None:
-    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
+    p.add_argument("--output", help="run directory (default: runs/<timestamp>/); it must be "
+                   "empty or new, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="reuse a run directory: remove a previous run's outputs (overlay.mp4, "
+                   "overlays/, masks/, frames.jsonl, summary.json) and nothing else")
+    add_pipeline_arguments(p)
+    p.add_argument("--show", action="store_true", default=None,
+                   help="show the overlay in a window (needs a display)")
+    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
+                   "http://127.0.0.1:8080 (port 0 = any free port)")
+    p.add_argument("--view-token", metavar="TOKEN",
+                   help="the live view answers only requests carrying it (?token=TOKEN or "
+                   "'Authorization: Bearer TOKEN'); use it when --view listens beyond loopback")
+    p.add_argument("--view-host", action="append", metavar="NAME",
+                   help="a host name browsers may use to reach the live view, besides loopback "
+                   "names and IP addresses (repeatable; e.g. the machine's DNS name)")
+    p.add_argument("--reconnect-timeout", type=float, metavar="S",
+                   help="camera/stream: end the run after S seconds without the source "
+                   "(default: keep reconnecting)")
+
+
+def add_pipeline_arguments(p) -> None:
+    """The model, engine, config and output-content flags (``run`` and ``batch``)."""
+    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--model", metavar="NAME|PATH", help="a bundled model (camvid) or a model "
                    "file: .onnx for onnxruntime/openvino/tensorrt, .pt for torch (default: the "
                    "bundled camvid model)")
@@ -38,11 +61,6 @@ def add_arguments(p) -> None:
                    help="engine threads (torch, ONNX Runtime, OpenVINO); default: the runtime's")
     p.add_argument("--input-size", metavar="HxW", type=_hw,
                    help="model input size override (fully convolutional models), e.g. 512x1024")
-    p.add_argument("--output", help="run directory (default: runs/<timestamp>/); it must be "
-                   "empty or new, unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="reuse a run directory: remove a previous run's outputs (overlay.mp4, "
-                   "overlays/, masks/, frames.jsonl, summary.json) and nothing else")
     p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--filter", choices=choices(post, "filter"),
@@ -59,20 +77,7 @@ def add_arguments(p) -> None:
                    help="overlay.mp4 encoder (default: auto = H.264 through ffmpeg if present)")
     p.add_argument("--save-masks", action="store_true", default=None,
                    help="write masks/*.png (uint8 class ids at source resolution)")
-    p.add_argument("--show", action="store_true", default=None,
-                   help="show the overlay in a window (needs a display)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
-                   "http://127.0.0.1:8080 (port 0 = any free port)")
-    p.add_argument("--view-token", metavar="TOKEN",
-                   help="the live view answers only requests carrying it (?token=TOKEN or "
-                   "'Authorization: Bearer TOKEN'); use it when --view listens beyond loopback")
-    p.add_argument("--view-host", action="append", metavar="NAME",
-                   help="a host name browsers may use to reach the live view, besides loopback "
-                   "names and IP addresses (repeatable; e.g. the machine's DNS name)")
-    p.add_argument("--reconnect-timeout", type=float, metavar="S",
-                   help="camera/stream: end the run after S seconds without the source "
-                   "(default: keep reconnecting)")
     p.add_argument("--temporal", metavar="SPEC", help="smooth class probabilities over time: "
                    "none | ema:ALPHA | ema:ALPHA:flow (motion-compensated), ALPHA = weight of "
                    "the newest frame (default: none)")
@@ -326,15 +331,17 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     return summary
 
 
-def execute(cfg: RunConfig, progress: bool = True,
-            signals: _SignalStop | None = None) -> tuple[dict, int]:
+def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None = None,
+            segmenter=None) -> tuple[dict, int]:
     """Run ``cfg`` to the end: (summary.json's dict, exit code 0 | 1 | 130). Ctrl-C/SIGTERM
     drain and finalize (``signals``: handlers already installed by the caller); bad input
     raises before any frame is processed; a failure after that is exit code 1, never an
-    exception."""
+    exception. ``segmenter``: one already loaded for ``cfg.model`` (``load_segmenter(cfg)``),
+    used and left open (a batch worker runs many drives on one engine); None loads and closes
+    one."""
     if signals is None:
         with _SignalStop() as own:
-            return execute(cfg, progress, own)
+            return execute(cfg, progress, own, segmenter)
     from .capture import open_source
     from .capture.reconnect import Backoff
     from .pipeline import InferenceError, Pipeline
@@ -346,7 +353,13 @@ def execute(cfg: RunConfig, progress: bool = True,
                          Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
     seg = rundir = None
     try:
-        seg, model_path = load_segmenter(cfg)
+        if segmenter is None:
+            seg, model_path = load_segmenter(cfg)
+        else:
+            from .infer.build import model_path as path_of
+
+            seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
+            seg.reset()          # the first frame does not follow the last run's last frame
         figures = make_figures(cfg, seg)
         rundir = RunDir.claim(output_dir(cfg.output), cfg.overwrite)
         out = rundir.path
@@ -398,7 +411,7 @@ def execute(cfg: RunConfig, progress: bool = True,
         if rundir is not None:
             rundir.release()
         source.close()
-        if seg is not None:
+        if seg is not None and segmenter is None:      # only the one loaded here
             seg.close()
             seg.engine.close()
     if error is not None:

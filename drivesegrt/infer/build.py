@@ -120,7 +120,7 @@ def load_segmenter(model: str | Path | None = None, backend: str = DEFAULT_BACKE
     the top-class probability map. Close it with ``seg.close(); seg.engine.close()``.
     """
     spec = parse_temporal(temporal, scene_cut) if temporal is not None else None
-    if threads:
+    if threads and backend == "torch":       # other backends never import torch on the CPU
         import torch
 
         torch.set_num_threads(threads)
