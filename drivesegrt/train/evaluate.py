@@ -29,6 +29,7 @@ from ..infer.build import (
     open_engine,
 )
 from ..infer.segmenter import Segmenter
+from ..labels import LABEL_MAPS, LabelMap, get_label_map, maps_between
 from .metrics import confusion_matrix, scores
 
 
@@ -47,6 +48,10 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--filter", default="linear", choices=["linear", "point"],
                    help="upsampling of the model output to image size (as in run)")
+    p.add_argument("--label-map", metavar="SOURCE-TARGET", choices=list(LABEL_MAPS),
+                   help="score a model whose label set differs from the dataset's through this "
+                        "map of its classes (default: the one map between the two sets, "
+                        f"printed); allowed: {', '.join(LABEL_MAPS)}")
     p.add_argument("--max-images", type=int, help="score only the first N images")
     p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
     p.add_argument("--confusion", metavar="OUT.png",
@@ -61,7 +66,9 @@ class Entry:
     backend: str
     segmenter: Segmenter | None = None
     precision: str = "fp32"
+    label_map: LabelMap | None = None       # model classes -> dataset classes
     cm: np.ndarray | None = None            # (C, C) int64, rows = ground truth
+    missed: np.ndarray | None = None        # (C,) pixels of each class predicted as void
     agree: int = 0                          # pixels with the reference's class
     ms: list = field(default_factory=list)  # segmenter time per image
 
@@ -82,7 +89,10 @@ def main(args) -> int:
     with ExitStack() as stack:
         for e in entries:
             engine = stack.enter_context(open_engine(e.path, e.backend, args.device))
-            e.segmenter = make_segmenter(engine, filter_mode=args.filter)
+            e.label_map = choose_label_map(engine.spec.meta.label_set, split.labels.name,
+                                           args.label_map, e.path)
+            e.segmenter = make_segmenter(engine, filter_mode=args.filter,
+                                         remap=e.label_map and e.label_map.target)
             e.precision = engine.spec.precision
             check_classes(e, split)
             try:                            # output vs metadata, checked before scoring
@@ -115,13 +125,34 @@ def plan_entries(models, backends) -> list[Entry]:
     return [Entry(model_path(m, b), b) for m, b in zip(models, backends)]
 
 
+def choose_label_map(model_set: str, data_set: str, requested: str | None,
+                     path: Path) -> LabelMap | None:
+    """The map from the model's label set to the dataset's: None when they are the same, the
+    ``requested`` one (checked to fit), else the one map between the two sets (printed)."""
+    if requested is not None:
+        m = get_label_map(requested)
+        if (m.source, m.target) != (model_set, data_set):
+            raise ValueError(f"{path}: --label-map {requested} maps {m.source} to {m.target}; "
+                             f"the model predicts {model_set}, the dataset is {data_set}")
+        return m
+    if model_set == data_set:
+        return None
+    found = maps_between(model_set, data_set)
+    if len(found) != 1:
+        return None                      # check_classes names the mismatch
+    print(f"{path.name}: {model_set} predictions scored as {data_set} through label map "
+          f"{found[0].name}")
+    return found[0]
+
+
 def check_classes(entry: Entry, split: DatasetSplit) -> None:
     names = tuple(entry.segmenter.class_names)
     if names != tuple(split.labels.class_names):
         raise ValueError(f"{entry.path}: model classes ({len(names)}: {', '.join(names[:4])}, "
                          f"...) differ from the {split.name} label set "
                          f"({split.labels.num_classes}: {', '.join(split.labels.class_names[:4])}"
-                         f", ...)")
+                         f", ...), and no label map joins {entry.segmenter.meta.label_set} to "
+                         f"{split.labels.name}")
 
 
 def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
@@ -130,6 +161,7 @@ def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
     c = split.labels.num_classes
     for e in entries:
         e.cm = np.zeros((c, c), np.int64)
+        e.missed = np.zeros(c, np.int64)
     pixels = 0
     for img_path, lab_path in tqdm(split.pairs, desc=f"eval {split.name} {split.split}",
                                    unit="img", dynamic_ncols=True):
@@ -142,6 +174,12 @@ def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
             if pred.shape != label.shape:
                 raise ValueError(f"{e.path}: prediction {pred.shape} for {img_path} does not "
                                  f"match its label {label.shape}")
+            void = pred >= c                # a model class the label map sends to void
+            if void.any():                  # a miss for the pixel's true class
+                truth = label[void]
+                e.missed += np.bincount(truth[truth < c], minlength=c)
+                pred = np.where(void, 0, pred)
+                label = np.where(void, 255, label)
             e.cm += confusion_matrix(pred, label, c)
             e.ms.append(sum(result.stages_ms.values()))
             if reference is None:
@@ -153,9 +191,10 @@ def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
 
 def result_dict(e: Entry, pixels: int, split: DatasetSplit, filter_mode: str) -> dict:
     """The JSON object of one entry: DESIGN.md's keys first, then where it came from."""
-    s = scores(e.cm, split.labels.class_names)
+    s = scores(e.cm, split.labels.class_names, e.missed)
     return {**s, "images": len(split.pairs), "model": str(e.path), "backend": e.backend,
             "precision": e.precision, "dataset": split.name, "split": split.split,
+            "label_map": e.label_map and e.label_map.name,
             "filter": filter_mode, "agreement": e.agree / pixels if pixels else None,
             "ms_per_image_p50": float(np.median(e.ms)) if e.ms else None}
 
