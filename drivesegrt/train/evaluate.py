@@ -64,6 +64,7 @@ class Entry:
     """One scored (model, backend) and its running totals."""
     path: Path
     backend: str
+    model: str = ""                         # as given: a bundled name or a path
     segmenter: Segmenter | None = None
     precision: str = "fp32"
     label_map: LabelMap | None = None       # model classes -> dataset classes
@@ -122,7 +123,7 @@ def plan_entries(models, backends) -> list[Entry]:
     backends = backends or [DEFAULT_BACKEND]
     if len(backends) == 1:
         backends = backends * len(models)
-    return [Entry(model_path(m, b), b) for m, b in zip(models, backends)]
+    return [Entry(model_path(m, b), b, str(m or DEFAULT_MODEL)) for m, b in zip(models, backends)]
 
 
 def choose_label_map(model_set: str, data_set: str, requested: str | None,
@@ -192,7 +193,7 @@ def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
 def result_dict(e: Entry, pixels: int, split: DatasetSplit, filter_mode: str) -> dict:
     """The JSON object of one entry: DESIGN.md's keys first, then where it came from."""
     s = scores(e.cm, split.labels.class_names, e.missed)
-    return {**s, "images": len(split.pairs), "model": str(e.path), "backend": e.backend,
+    return {**s, "images": len(split.pairs), "model": e.model, "backend": e.backend,
             "precision": e.precision, "dataset": split.name, "split": split.split,
             "label_map": e.label_map and e.label_map.name,
             "filter": filter_mode, "agreement": e.agree / pixels if pixels else None,
