@@ -101,7 +101,7 @@ def check(model: str, backend: str, threads: int, video: Path, regions: Path,
 
     road = counts.get("road")
     others = {names[i]: int(c) for i, c in enumerate(road[: len(names)])
-              if names[i] not in (ROLE_CLASSES["road"].get(label_set),)} if road is not None else {}
+              if c and names[i] != ROLE_CLASSES["road"].get(label_set)} if road is not None else {}
     top = max(others, key=others.get) if others else None
     return {"model": model, "backend": backend, "label_set": label_set, "frames": n,
             "road_recall": share("road", "road"),
@@ -112,7 +112,7 @@ def check(model: str, backend: str, threads: int, video: Path, regions: Path,
 
 
 def pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
+    return "-" if v is None else f"{100 * v:.2f}"
 
 
 def main(argv=None) -> int:

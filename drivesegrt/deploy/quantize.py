@@ -16,7 +16,8 @@ normalization and the argmax tail always stay float; with ``--activations uint8`
 recipe) so do convolutions writing fewer than NARROW_CHANNELS channels.
 
 Memory: the entropy and percentile calibrators keep every image's activations until the end
-(ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size.
+(ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size; ``--chunk K``
+bounds that to K images (histograms merged chunk by chunk).
 """
 from __future__ import annotations
 
@@ -116,6 +117,14 @@ class FrameReader:
         self.meta = meta
         self.sources = list(images) + list(frames)
         self._next = 0
+        self._end = len(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Serve frames start_index..end_index-1 next (ONNX Runtime's chunked calibration)."""
+        self._next, self._end = start_index, min(end_index, len(self.sources))
 
     def _load(self, src) -> np.ndarray:
         if isinstance(src, np.ndarray):
@@ -129,14 +138,14 @@ class FrameReader:
         return np.ascontiguousarray(batch)
 
     def get_next(self) -> dict | None:
-        if self._next >= len(self.sources):
+        if self._next >= self._end:
             return None
         batch = self._load(self.sources[self._next])
         self._next += 1
         return {self.input_name: batch}
 
     def rewind(self) -> None:
-        self._next = 0
+        self._next, self._end = 0, len(self.sources)
 
 
 def float_nodes(model: onnx.ModelProto, extra=()) -> list[str]:
@@ -213,7 +222,8 @@ def _float_logits(model: onnx.ModelProto) -> None:
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
                   method: str = "percentile", frames=(), exclude=(),
                   percentile: float = DEFAULT_PERCENTILE, activations: str = "int8",
-                  equalize: bool = True, narrow_float: int | None = None) -> list[str]:
+                  equalize: bool = True, narrow_float: int | None = None,
+                  chunk: int = 0, op_types: tuple[str, ...] = ()) -> list[str]:
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
 
     equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
@@ -223,6 +233,14 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
 
     activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
     ``uint8`` asymmetric (ONNX Runtime's fast U8S8 kernels on x86 CPUs; TensorRT rejects it).
+
+    chunk: collect activations ``chunk`` frames at a time (it must divide the number of frames)
+    and merge their histograms, instead of all frames at once: bounded memory for models with
+    many large activations (ESPNetv2), at the price of slightly different histogram bins.
+
+    op_types: quantize only these operator types (e.g. ``("Conv",)``: int8 convolutions, float
+    in between; for graphs whose element-wise tails, such as ESPNetv2's PReLU written as
+    Relu/Sub/Mul/Add, lose accuracy when every step is requantized); default: all ORT supports.
 
     Returns the names of the nodes kept in float. The output keeps the metadata with
     ``precision = "int8"``.
@@ -249,11 +267,14 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     if narrow_float < 0:
         raise ValueError(f"--narrow-float must be >= 0, got {narrow_float}")
     keep_float = sorted(set(keep_float) | set(narrow_convs(proto, narrow_float)))
+    reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
+    if chunk < 0 or (chunk and len(reader) % chunk):
+        raise ValueError(f"--chunk {chunk} must be >= 0 and divide the {len(reader)} "
+                         f"calibration frames")
     calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
              "minmax": CalibrationMethod.MinMax}[method]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(model_path)
         if equalize:
@@ -268,10 +289,12 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
             str(prepped), str(out), reader, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=list(op_types) or None,
             calibrate_method=calib, nodes_to_exclude=keep_float,
             extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
                            "QuantizeBias": False, "CalibPercentile": percentile,
-                           "CalibMaxIntermediateOutputs": 16})
+                           "CalibMaxIntermediateOutputs": 16,
+                           **({"CalibStridedMinMax": chunk} if chunk else {})})
     result = onnx.load(str(out))
     _share_resize_scales(result)
     _float_logits(result)
@@ -307,6 +330,14 @@ def add_arguments(p) -> None:
                         f"{NARROW_CHANNELS} with --activations uint8, where ONNX Runtime's int8 "
                         "kernels are slower there; 0 otherwise; for OpenVINO use 0: its int8 "
                         "kernels are fast on narrow layers too)")
+    p.add_argument("--ops", default="", metavar="TYPE,...",
+                   help="quantize only these ONNX operator types, e.g. Conv (default: all that "
+                        "ONNX Runtime quantizes)")
+    p.add_argument("--chunk", type=int, default=0, metavar="N",
+                   help="collect activations N frames at a time, N dividing the frame count "
+                        "(bounded memory: the percentile and entropy calibrators otherwise keep "
+                        "every frame's activations, ~0.2 GB a frame for ESPNetv2 at 360x480); "
+                        "default 0: all at once")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 
@@ -319,7 +350,8 @@ def main(args) -> int:
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
                          exclude=args.exclude, percentile=args.percentile,
                          activations=args.activations, equalize=args.equalize,
-                         narrow_float=args.narrow_float)
+                         narrow_float=args.narrow_float, chunk=args.chunk,
+                         op_types=tuple(t for t in args.ops.split(",") if t))
     print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
           f"{f' + {len(frames)} video frames' if frames else ''}; "
           f"{len(kept)} node(s) kept in float; {args.activations} activations"
