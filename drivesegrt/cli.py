@@ -14,8 +14,10 @@ import sys
 # command -> (module, one-line help)
 COMMANDS = {
     "run": ("drivesegrt.run", "segment a video, image folder, camera, stream or synthetic: source"),
+    "models": ("drivesegrt.bench.catalog", "list the bundled models: classes, size, scores"),
     "eval": ("drivesegrt.train.evaluate", "score models/backends on a labelled dataset split (mIoU)"),
     "train": ("drivesegrt.train.train", "train a model from a config file"),
+    "convert": ("drivesegrt.deploy.convert", "public weights (ESPNetv2 Cityscapes) -> a checkpoint"),
     "export": ("drivesegrt.deploy.export", "export a checkpoint to ONNX (+ TensorRT op check)"),
     "build": ("drivesegrt.deploy.trt_build", "build (or reuse) a TensorRT engine from ONNX"),
     "calibrate": ("drivesegrt.deploy.quantize", "INT8 post-training quantization to a Q/DQ ONNX"),

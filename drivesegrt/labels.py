@@ -57,14 +57,55 @@ DRIVING5 = LabelSet(
 
 LABEL_SETS = {s.name: s for s in (CAMVID11, CITYSCAPES19, DRIVING5)}
 
-# Source label set -> {source class name: driving5 class name}; unlisted classes map to "other".
-_TO_DRIVING5 = {
-    "camvid11": {"Road": "road", "Pavement": "sidewalk", "Pole": "pole", "SignSymbol": "pole",
-                 "Car": "car"},
-    "cityscapes19": {"road": "road", "sidewalk": "sidewalk", "pole": "pole",
-                     "traffic light": "pole", "traffic sign": "pole", "car": "car",
-                     "truck": "car", "bus": "car"},
-}
+@dataclass(frozen=True)
+class LabelMap:
+    """A many-to-one map between label sets, as data: ``mapping`` names, for each source class,
+    its target class; a source class left out maps to ``default`` (a target class name, or None
+    for the target's void, ignored when scoring)."""
+    source: str
+    target: str
+    mapping: dict[str, str]
+    default: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}-{self.target}"
+
+    def lut(self) -> np.ndarray:
+        """(256,) uint8: source class id -> target class id; void and unmapped source ids ->
+        the target's ``ignore_index``."""
+        source, target = get_label_set(self.source), get_label_set(self.target)
+        lut = np.full(256, target.ignore_index, dtype=np.uint8)
+        for i, name in enumerate(source.class_names):
+            to = self.mapping.get(name, self.default)
+            if to is not None:
+                lut[i] = target.class_names.index(to)
+        return lut
+
+    def sources_of(self) -> list[list[int]]:
+        """For each target class id, the source class ids that map to it (maybe none)."""
+        lut = self.lut()
+        n = get_label_set(self.source).num_classes
+        return [[i for i in range(n) if lut[i] == k]
+                for k in range(get_label_set(self.target).num_classes)]
+
+
+LABEL_MAPS = {m.name: m for m in (
+    # SOURCE.md of the ESPNetv2 Cityscapes weights: how their zero-shot CamVid scores were taken
+    LabelMap("cityscapes19", "camvid11", {
+        "road": "Road", "sidewalk": "Pavement", "building": "Building", "wall": "Building",
+        "fence": "Fence", "pole": "Pole", "traffic light": "SignSymbol",
+        "traffic sign": "SignSymbol", "vegetation": "Tree", "terrain": "Tree", "sky": "Sky",
+        "person": "Pedestrian", "rider": "Bicyclist", "motorcycle": "Bicyclist",
+        "bicycle": "Bicyclist", "car": "Car", "truck": "Car", "bus": "Car", "train": "Car"}),
+    # The driving view: what a planner cares about; everything else is "other".
+    LabelMap("cityscapes19", "driving5", {
+        "road": "road", "sidewalk": "sidewalk", "pole": "pole", "traffic light": "pole",
+        "traffic sign": "pole", "car": "car", "truck": "car", "bus": "car"}, default="other"),
+    LabelMap("camvid11", "driving5", {
+        "Road": "road", "Pavement": "sidewalk", "Pole": "pole", "SignSymbol": "pole",
+        "Car": "car"}, default="other"),
+)}
 
 
 def get_label_set(name: str) -> LabelSet:
@@ -74,22 +115,36 @@ def get_label_set(name: str) -> LabelSet:
         raise ValueError(f"unknown label set {name!r}; allowed: {', '.join(LABEL_SETS)}") from None
 
 
-def remap_table(source: LabelSet, target_name: str) -> tuple[np.ndarray, LabelSet]:
-    """A 256-entry uint8 lookup table mapping source class ids to ``target_name`` ids.
+def get_label_map(name: str) -> LabelMap:
+    """A map by name, ``SOURCE-TARGET`` (``LABEL_MAPS``)."""
+    try:
+        return LABEL_MAPS[name]
+    except KeyError:
+        raise ValueError(f"unknown label map {name!r}; allowed: {', '.join(LABEL_MAPS)}") from None
 
-    Ids outside the source classes (void) map to themselves' ignore index 255.
+
+def maps_between(source: str, target: str) -> list[LabelMap]:
+    """The maps from label set ``source`` to ``target``."""
+    return [m for m in LABEL_MAPS.values() if (m.source, m.target) == (source, target)]
+
+
+def remap_table(source: LabelSet, target_name: str) -> tuple[np.ndarray, LabelSet]:
+    """A 256-entry uint8 lookup table mapping ``source`` class ids to ``target_name`` ids.
+
+    The identity for the source's own set; else the one ``LABEL_MAPS`` entry between them. Ids
+    outside the source classes (void) map to 255.
     """
     target = get_label_set(target_name)
     if target.name == source.name:
-        lut = np.arange(256, dtype=np.uint8)
-        return lut, target
-    if target.name != "driving5" or source.name not in _TO_DRIVING5:
+        return np.arange(256, dtype=np.uint8), target
+    found = maps_between(source.name, target.name)
+    if len(found) != 1:
+        allowed = [source.name] + [m.target for m in LABEL_MAPS.values()
+                                   if m.source == source.name]
         raise ValueError(f"no remap from label set {source.name!r} to {target_name!r}; "
-                         f"allowed targets: {source.name}, driving5")
-    mapping = _TO_DRIVING5[source.name]
-    lut = np.full(256, 255, dtype=np.uint8)
-    for i, name in enumerate(source.class_names):
-        lut[i] = target.class_names.index(mapping.get(name, "other"))
+                         f"allowed targets: {', '.join(allowed)}")
+    lut = found[0].lut()
+    lut[source.num_classes:] = 255
     return lut, target
 
 

@@ -32,6 +32,7 @@ from drivesegrt.models.espnetv2 import (
     adaptive_avg_pool,
     cityscapes_espnetv2,
     drop_background,
+    init_from_cityscapes,
     load_cityscapes_weights,
     prelu,
 )
@@ -173,6 +174,31 @@ def test_nineteen_classes_are_twenty_minus_background(weights_dir):
     rebuilt.load_state_dict(full.state_dict(), strict=True)
     with pytest.raises(ValueError, match="expected 20 output channels, got 19"):
         drop_background(full)
+
+
+def test_init_from_cityscapes_maps_the_classifier_and_loads_the_rest(weights_dir):
+    """Every layer but the classifier is the checkpoint's; each new class's classifier row is
+    the mean of its sources' rows; a class without a source keeps its fresh weights."""
+    path = weights_dir / CITYSCAPES_WEIGHTS.format(s=0.5)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    model = ESPNetv2(3, 0.5, pyramid_channels=10)
+    fresh = model.classifier.weight[2].clone()
+    init_from_cityscapes(model, path, [[0], [13, 14, 15], []])
+    state = model.state_dict()
+    head = "bu_dec_l4.merge_layer.3."
+    assert all(torch.equal(state[k], v) for k, v in source.items() if not k.startswith(head))
+    w, b = source[head + "weight"], source[head + "bias"]
+    assert torch.equal(state[head + "weight"][0], w[0])
+    assert torch.allclose(state[head + "weight"][1], w[[13, 14, 15]].mean(0))
+    assert torch.allclose(state[head + "bias"][1], b[[13, 14, 15]].mean(0))
+    assert torch.equal(state[head + "weight"][2], fresh)
+    with pytest.raises(ValueError, match="need pyramid_channels=10, the model has 1"):
+        init_from_cityscapes(ESPNetv2(3, 0.5), path, [[0], [1], [2]])
+    with pytest.raises(ValueError, match="does not match ESPNetv2 s=1.0"):
+        init_from_cityscapes(ESPNetv2(3, 1.0, pyramid_channels=10), path, [[0], [1], [2]])
+    with pytest.raises(ValueError, match="2 class sources for a model with 3 classes"):
+        init_from_cityscapes(model, path, [[0], [1]])
 
 
 def test_onnx_export_passes_the_tensorrt_check_and_runs_like_torch(small, tmp_path):

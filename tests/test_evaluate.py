@@ -10,7 +10,7 @@ import torch
 from helpers import CAMVID, cli_main, make_camvid, make_cityscapes, tiny_checkpoint
 
 from drivesegrt.data.splits import open_split
-from drivesegrt.labels import CAMVID11, CITYSCAPES19
+from drivesegrt.labels import CAMVID11, CITYSCAPES19, DRIVING5
 from drivesegrt.models.checkpoint import load_model
 from drivesegrt.train import evaluate
 from drivesegrt.train.train import evaluate as train_evaluate
@@ -165,7 +165,7 @@ def test_missing_model_and_missing_bundled_model(tmp_path, capsys, monkeypatch):
 
     data = fixture_camvid(tmp_path / "cv")
     expect_error(capsys, "--model", tmp_path / "no.pt", "--data", data,
-                 line=f"model file not found: {tmp_path / 'no.pt'} (bundled models: camvid)")
+                 line=f"model file not found: {tmp_path / 'no.pt'} (bundled models: camvid, cityscapes)")
     absent = tmp_path / "weights" / "absent.onnx"
     monkeypatch.setitem(build.BUNDLED, "camvid", {"torch": absent, "onnx": absent})
     expect_error(capsys, "--data", data,
@@ -196,10 +196,11 @@ def test_count_and_size_mismatch(tiny, tmp_path, capsys):
 
 def test_model_for_another_label_set(tmp_path, capsys):
     data = fixture_camvid(tmp_path / "cv")
-    cs = tiny_checkpoint(tmp_path / "cs.pt", labels=CITYSCAPES19, input_size=(32, 32))
-    expect_error(capsys, "--model", cs, "--backend", "torch", "--data", data,
-                 line=f"{cs}: model classes (19: road, sidewalk, building, wall, ...) differ "
-                      f"from the camvid label set (11: Sky, Building, Pole, Road, ...)")
+    d5 = tiny_checkpoint(tmp_path / "d5.pt", labels=DRIVING5, input_size=(32, 32))
+    expect_error(capsys, "--model", d5, "--backend", "torch", "--data", data,
+                 line=f"{d5}: model classes (5: road, sidewalk, pole, car, ...) differ "
+                      f"from the camvid label set (11: Sky, Building, Pole, Road, ...), and no "
+                      f"label map joins driving5 to camvid11")
 
 
 def test_backend_count_mismatch(tiny, tmp_path, capsys):

@@ -111,7 +111,7 @@ def _garbage(tmp_path, name, data=b"\x00\x01garbage" * 100):
     ("missing_video", r"source not found: {tmp}/nope\.mp4"),
     ("garbage_video", r"{tmp}/bad\.mp4: cannot open as a video \(unknown or corrupt format\)"),
     ("camera", r"camera /dev/video97 does not open \(no such device\)"),
-    ("missing_model", r"model file not found: {tmp}/nope\.pt \(bundled models: camvid\)"),
+    ("missing_model", r"model file not found: {tmp}/nope\.pt \(bundled models: camvid, cityscapes\)"),
     ("garbage_model", r"{tmp}/bad\.pt: not a readable drivesegrt checkpoint \(UnpicklingError: .+\)"),
     ("class_mismatch", r"{tmp}/m5\.pt: weights do not match architecture 'mobileseg' with 5 "
                        r"classes \(Error\(s\) in loading state_dict for MobileSeg:\)"),
@@ -277,3 +277,33 @@ def _read_terminal(fd: int) -> bytes:
         return os.read(fd, 65536) if select.select([fd], [], [], 0.2)[0] else b""
     except OSError:                          # EIO: no process holds the terminal any more
         return b""
+
+
+def test_bundled_cityscapes_model_end_to_end_with_its_19_class_legend(shared_data, tmp_path,
+                                                                       one_thread_config):
+    """`drivesegrt run --model cityscapes` on a highway frame: 19 Cityscapes classes in the
+    summary and masks, the overlay legend drawn with all 19 Cityscapes colors, and the road
+    ahead labelled road."""
+    from drivesegrt.labels import CITYSCAPES19
+
+    cap = cv2.VideoCapture(str(HIGHWAY_CLIP))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 100)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "highway.png"), frame)
+    out = tmp_path / "run"
+    proc = run_cli("run", "--model", "cityscapes", "--source", src, "--config", one_thread_config,
+                   "--output", out, "--save-masks")
+    assert proc.returncode == 0, proc.stderr
+    assert read_summary(out)["model"]["classes"] == list(CITYSCAPES19.class_names)
+    mask = cv2.imread(str(out / "masks" / "highway.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (540, 960) and mask.max() <= 18
+    assert (mask[460:530, 100:600] == CITYSCAPES19.class_names.index("road")).mean() > 0.99
+    overlay = cv2.imread(str(out / "overlays" / "highway.jpg")).astype(int)
+    row = int(22 * 540 / 900) + 4                # the legend's row height at this frame height
+    for i, rgb in enumerate(CITYSCAPES19.palette):
+        swatch = overlay[4 + i * row + 2: 4 + i * row + row - 8, 6: row - 4]   # inside the box
+        assert np.abs(swatch.mean((0, 1)) - rgb[::-1]).max() < 30, CITYSCAPES19.class_names[i]

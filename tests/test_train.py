@@ -125,3 +125,79 @@ def test_run_accepts_the_checkpoint_and_its_masks_score_like_eval(trained, tmp_p
     from_eval = json.loads(scores_path.read_text())
     for key in ("miou", "pixel_acc", "mean_class_acc", "per_class_iou"):
         assert from_eval[key] == from_masks[key], key
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, shared_data):
+    """``drivesegrt train --max-steps 2`` of ESPNetv2 s=0.5 initialised from the authors'
+    Cityscapes checkpoint, classifier re-mapped to CamVid; (out dir, stdout)."""
+    weights = shared_data / "weights" / "espnetv2_cityscapes" / "espnetv2_s_0.5_city_1024x512.pth"
+    if not weights.is_file():
+        pytest.skip(f"ESPNetv2 Cityscapes weights not found at {weights}")
+    tmp = tmp_path_factory.mktemp("finetune")
+    cfg = {
+        "model": {"name": "espnetv2", "kwargs": {"s": 0.5, "pyramid_channels": 10,
+                                                 "output_stride": 2},
+                  "init": "cityscapes", "init_weights": str(weights),
+                  "freeze": ["base_net.level1"], "input_size": [96, 128]},
+        "data": {"dataset": "camvid", "root": str(CAMVID), "crop": [64, 96],
+                 "max_train_images": 4, "max_val_images": 1},
+        "loss": {"label_stride": 2}, "optim": {"lr": 1e-4},
+        "epochs": 1, "batch_size": 2, "seed": 0, "threads": 1,
+        "out_dir": str(tmp / "run"), "device": "cpu",
+    }
+    path = tmp / "finetune.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["train", "--config", str(path), "--max-steps", "2"]) == 0
+    return tmp / "run", weights
+
+
+def test_finetune_from_cityscapes_writes_a_checkpoint_run_and_eval_accept(finetuned, tmp_path,
+                                                                          capsys):
+    import torch
+
+    out, weights = finetuned
+    model, meta = load_model(out / "best.pt")
+    assert meta.arch == "espnetv2" and meta.label_set == "camvid11"
+    assert meta.input_size == (96, 128) and meta.num_classes == 11
+    assert meta.arch_kwargs == {"s": 0.5, "pyramid_channels": 10, "output_stride": 2}
+    # frozen: the stem is still the Cityscapes one, bit for bit; the rest has moved
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], source[k]) for k in source
+               if k.startswith("base_net.level1.") and not k.endswith(("running_mean",
+                                                                       "running_var",
+                                                                       "num_batches_tracked")))
+    assert not torch.equal(state["base_net.level4.0.proj_1x1.conv.weight"],
+                           source["base_net.level4.0.proj_1x1.conv.weight"])
+    scores_path = tmp_path / "s.json"
+    assert cli.main(["eval", "--model", str(out / "best.pt"), "--backend", "torch",
+                     "--data", str(CAMVID), "--max-images", "1", "--json",
+                     str(scores_path)]) == 0
+    r = json.loads(scores_path.read_text())
+    assert r["label_map"] is None and r["miou"] > 0.1      # it starts from a street model
+    source_dir = tmp_path / "images"
+    source_dir.mkdir()
+    img = sorted((CAMVID / "test").glob("*.png"))[0]
+    (source_dir / img.name).symlink_to(img)
+    assert cli.main(["run", "--backend", "torch", "--source", str(source_dir), "--model",
+                     str(out / "best.pt"), "--output", str(tmp_path / "run"),
+                     "--save-masks"]) == 0
+    mask = cv2.imread(str(tmp_path / "run" / "masks" / f"{img.stem}.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (360, 480) and mask.max() <= 10
+
+
+@pytest.mark.parametrize("model,line", [
+    ({"name": "espnetv2", "init": "cityscapes"},
+     "config keys 'model.init' and 'model.init_weights' go together"),
+    ({"name": "mobileseg", "init": "cityscapes", "init_weights": "w.pth"},
+     "config key 'model.init': 'cityscapes' needs model.name 'espnetv2', got 'mobileseg'"),
+    ({"name": "mobileseg", "kwargs": TINY_KWARGS["mobileseg"], "freeze": ["nothing"]},
+     "config key 'model.freeze': 'nothing' names no parameters"),
+])
+def test_bad_model_section_is_a_clear_error(model, line, tmp_path, capsys, shared_data):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": model, "data": {"root": str(CAMVID)},
+                                   "out_dir": str(tmp_path / "o")}))
+    assert cli.main(["train", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err == f"drivesegrt: error: {line}\n"

@@ -7,7 +7,7 @@ from helpers import CAMVID
 from drivesegrt.engines import load_engine
 from drivesegrt.infer.build import BUNDLED, model_path
 from drivesegrt.infer.segmenter import Segmenter
-from drivesegrt.labels import CAMVID11
+from drivesegrt.labels import CAMVID11, CITYSCAPES19
 from drivesegrt.models.checkpoint import load_model
 from drivesegrt.train.metrics import confusion_matrix, scores
 
@@ -46,3 +46,43 @@ def test_bundled_onnx_matches_checkpoint_and_segments_camvid(shared_data):
         cm += confusion_matrix(a, label, 11)
     assert min(agree) > 0.999
     assert scores(cm)["miou"] > 0.45
+
+
+def test_bundled_weights_total_at_most_20_mb():
+    files = {p for entry in BUNDLED.values() for p in entry.values()}
+    assert sum(p.stat().st_size for p in files) <= 20 * 2**20
+
+
+def test_bundled_cityscapes_is_espnetv2_with_the_cityscapes_label_set():
+    model, meta = load_model(model_path("cityscapes", "torch"))
+    assert meta.arch == "espnetv2" and meta.arch_kwargs["s"] == 1.5
+    assert meta.label_set == "cityscapes19" and meta.class_names == CITYSCAPES19.class_names
+    assert meta.palette == CITYSCAPES19.palette and meta.input_size == (360, 480)
+    onnx_seg = Segmenter(load_engine("onnxruntime", model_path("cityscapes", "onnxruntime")))
+    assert onnx_seg.meta.input_format == "uint8_nhwc_bgr"
+    assert onnx_seg.class_names == CITYSCAPES19.class_names
+
+
+def test_bundled_cityscapes_onnx_matches_its_checkpoint_and_the_public_weights(shared_data):
+    """The shipped files are the authors' s=1.5 weights as they are: the checkpoint's logits
+    equal the public checkpoint's (background dropped), and the ONNX export's class maps agree."""
+    import cv2
+    import torch
+
+    from drivesegrt.models.espnetv2 import cityscapes_espnetv2
+
+    weights = shared_data / "weights" / "espnetv2_cityscapes"
+    model, meta = load_model(model_path("cityscapes", "torch"))
+    public = cityscapes_espnetv2(1.5, weights)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ours = model(x)                                            # (1, 19, 32, 48)
+    public.output_stride = meta.arch_kwargs["output_stride"]
+    with torch.no_grad():
+        theirs = public(x)
+    assert torch.equal(ours, theirs)
+    torch_seg = Segmenter(load_engine("torch", model_path("cityscapes", "torch")))
+    onnx_seg = Segmenter(load_engine("onnxruntime", model_path("cityscapes", "onnxruntime")))
+    for path in sorted((CAMVID / "test").glob("*.png"))[::120]:
+        frame = cv2.imread(str(path))
+        assert (torch_seg(frame) == onnx_seg(frame)).mean() > 0.999

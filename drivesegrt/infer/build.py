@@ -15,11 +15,18 @@ from .temporal import TemporalSpec, parse_temporal
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MODEL = "camvid"
-# Bundled models by name: the torch checkpoint and its ONNX export with normalization in the
-# graph (uint8 frames in, logits out; tests/test_weights.py checks that they agree). torch loads
+# Bundled models by name: the torch checkpoint, its ONNX export with normalization in the graph
+# (uint8 frames in, logits out; tests/test_weights.py checks that they agree) and its CamVid test
+# scores as ``drivesegrt eval --json`` wrote them (``drivesegrt models`` shows them). torch loads
 # the checkpoint; ONNX Runtime, OpenVINO and TensorRT load the export.
 BUNDLED = {
-    "camvid": {"torch": WEIGHTS / "mobileseg_camvid.pt", "onnx": WEIGHTS / "mobileseg_camvid.onnx"},
+    # MobileSeg trained on CamVid (11 classes)
+    "camvid": {"torch": WEIGHTS / "mobileseg_camvid.pt", "onnx": WEIGHTS / "mobileseg_camvid.onnx",
+               "scores": WEIGHTS / "mobileseg_camvid.camvid_test.json"},
+    # ESPNetv2 s=1.5 with the authors' public Cityscapes weights as they are (19 classes)
+    "cityscapes": {"torch": WEIGHTS / "espnetv2_cityscapes.pt",
+                   "onnx": WEIGHTS / "espnetv2_cityscapes.onnx",
+                   "scores": WEIGHTS / "espnetv2_cityscapes.camvid_test.json"},
 }
 # The (dataset, split) each bundled model's checkpoint was chosen on: scores there are not
 # accuracy claims (eval says so).

@@ -503,3 +503,42 @@ def cityscapes_espnetv2(s: float, weights_dir: str | Path, background: bool = Fa
     model = ESPNetv2(CITYSCAPES_CLASSES, s, pyramid_channels=CITYSCAPES_PYRAMID_CHANNELS)
     load_cityscapes_weights(model, Path(weights_dir) / CITYSCAPES_WEIGHTS.format(s=float(s)))
     return (model if background else drop_background(model)).eval()
+
+
+def init_from_cityscapes(model: ESPNetv2, path: str | Path,
+                         sources: list[list[int]]) -> ESPNetv2:
+    """Initialise ``model`` (any ``num_classes``, the checkpoint's width and
+    ``pyramid_channels=CITYSCAPES_PYRAMID_CHANNELS``) from a Cityscapes checkpoint for
+    fine-tuning on another label set: every layer but the classifier loads strictly; classifier
+    row k is the mean of the checkpoint's rows ``sources[k]`` (Cityscapes train ids, e.g. from
+    ``labels.LabelMap.sources_of``), so the new classes start where their Cityscapes
+    counterparts are. A class with no source keeps its fresh initialisation. In place; returns
+    ``model``."""
+    if len(sources) != model.num_classes:
+        raise ValueError(f"{path}: {len(sources)} class sources for a model with "
+                         f"{model.num_classes} classes")
+    if model.classifier.in_channels != CITYSCAPES_PYRAMID_CHANNELS:
+        raise ValueError(f"{path}: the checkpoints need pyramid_channels="
+                         f"{CITYSCAPES_PYRAMID_CHANNELS}, the model has "
+                         f"{model.classifier.in_channels}")
+    teacher = ESPNetv2(CITYSCAPES_CLASSES, model.s, pyramid_channels=CITYSCAPES_PYRAMID_CHANNELS)
+    load_cityscapes_weights(teacher, path)
+    state = teacher.state_dict()
+    head = {f"bu_dec_l4.merge_layer.3.{k}": v for k, v in
+            (("weight", state.pop("bu_dec_l4.merge_layer.3.weight")),
+             ("bias", state.pop("bu_dec_l4.merge_layer.3.bias")))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if sorted(missing) != sorted(head) or unexpected:       # only the classifier may differ
+        raise ValueError(f"{path}: does not match ESPNetv2 s={model.s} apart from the "
+                         f"classifier (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    w, b = head["bu_dec_l4.merge_layer.3.weight"], head["bu_dec_l4.merge_layer.3.bias"]
+    with torch.no_grad():
+        for k, ids in enumerate(sources):
+            if not ids:
+                continue
+            if max(ids) >= BACKGROUND or min(ids) < 0:
+                raise ValueError(f"{path}: class source ids must be Cityscapes train ids "
+                                 f"0..{BACKGROUND - 1}, got {ids}")
+            model.classifier.weight[k] = w[ids].mean(0)
+            model.classifier.bias[k] = b[ids].mean(0)
+    return model

@@ -36,7 +36,7 @@ from ..infer.build import (
 )
 from ..infer.segmenter import Segmenter
 from ..infer.temporal import TEMPORAL_SYNTAX, TemporalSpec, parse_temporal
-from ..labels import LABEL_SETS
+from ..labels import LABEL_MAPS, LABEL_SETS, LabelMap, get_label_map, maps_between
 from .metrics import confusion_matrix, scores
 from .temporal import FlowWarp, TemporalScores, sequence_key, warp_labels
 
@@ -61,6 +61,10 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--filter", default="linear", choices=["linear", "point"],
                    help="upsampling of the model output to image size (as in run)")
+    p.add_argument("--label-map", metavar="SOURCE-TARGET", choices=list(LABEL_MAPS),
+                   help="score a model whose label set differs from the dataset's through this "
+                        "map of its classes (default: the one map between the two sets, "
+                        f"printed); allowed: {', '.join(LABEL_MAPS)}")
     p.add_argument("--max-images", type=int, help="score only the first N images")
     p.add_argument("--video", action="store_true",
                    help="the split is an ordered labelled sequence (name order): add per-frame "
@@ -80,9 +84,12 @@ class Entry:
     path: Path
     backend: str
     temporal: TemporalSpec | None = None
+    model: str = ""                         # as given: a bundled name or a path
     segmenter: Segmenter | None = None
     precision: str = "fp32"
+    label_map: LabelMap | None = None       # model classes -> dataset classes
     cm: np.ndarray | None = None            # (C, C) int64, rows = ground truth
+    missed: np.ndarray | None = None        # (C,) pixels of each class predicted as void
     agree: int = 0                          # pixels with the reference's class
     ms: list = field(default_factory=list)  # segmenter time per image
     frame_miou: list = field(default_factory=list)   # --video: per frame, 0..1
@@ -116,7 +123,10 @@ def main(args) -> int:
             if key not in engines:
                 engines[key] = stack.enter_context(open_engine(e.path, e.backend, args.device))
             engine = engines[key]
-            e.segmenter = make_segmenter(engine, filter_mode=args.filter, temporal=e.temporal)
+            e.label_map = choose_label_map(engine.spec.meta.label_set, split.labels.name,
+                                           args.label_map, e.path)
+            e.segmenter = make_segmenter(engine, filter_mode=args.filter, temporal=e.temporal,
+                                         remap=e.label_map and e.label_map.target)
             e.precision = engine.spec.precision
             check_classes(e, split)
             try:                            # output vs metadata, checked before scoring
@@ -153,7 +163,8 @@ def plan_entries(models, backends, temporal=None) -> list[Entry]:
     if len(backends) == 1:
         backends = backends * len(models)
     specs = [parse_temporal(t) for t in temporal or ["none"]]
-    return [Entry(model_path(m, b), b, spec) for m, b in zip(models, backends) for spec in specs]
+    return [Entry(model_path(m, b), b, spec, str(m or DEFAULT_MODEL))
+            for m, b in zip(models, backends) for spec in specs]
 
 
 def selection_note(entries: list[Entry], split: DatasetSplit) -> str | None:
@@ -168,13 +179,34 @@ def selection_note(entries: list[Entry], split: DatasetSplit) -> str | None:
             f"these are {kind}, not accuracy claims")
 
 
+def choose_label_map(model_set: str, data_set: str, requested: str | None,
+                     path: Path) -> LabelMap | None:
+    """The map from the model's label set to the dataset's: None when they are the same, the
+    ``requested`` one (checked to fit), else the one map between the two sets (printed)."""
+    if requested is not None:
+        m = get_label_map(requested)
+        if (m.source, m.target) != (model_set, data_set):
+            raise ValueError(f"{path}: --label-map {requested} maps {m.source} to {m.target}; "
+                             f"the model predicts {model_set}, the dataset is {data_set}")
+        return m
+    if model_set == data_set:
+        return None
+    found = maps_between(model_set, data_set)
+    if len(found) != 1:
+        return None                      # check_classes names the mismatch
+    print(f"{path.name}: {model_set} predictions scored as {data_set} through label map "
+          f"{found[0].name}")
+    return found[0]
+
+
 def check_classes(entry: Entry, split: DatasetSplit) -> None:
     names = tuple(entry.segmenter.class_names)
     if names != tuple(split.labels.class_names):
         raise ValueError(f"{entry.path}: model classes ({len(names)}: {', '.join(names[:4])}, "
                          f"...) differ from the {split.name} label set "
                          f"({split.labels.num_classes}: {', '.join(split.labels.class_names[:4])}"
-                         f", ...)")
+                         f", ...), and no label map joins {entry.segmenter.meta.label_set} to "
+                         f"{split.labels.name}")
 
 
 def evaluate(entries: list[Entry], split: DatasetSplit, video: bool = False) -> int:
@@ -185,6 +217,7 @@ def evaluate(entries: list[Entry], split: DatasetSplit, video: bool = False) -> 
     for e in entries:
         e.cm = np.zeros((c, c), np.int64)
         e.stability = TemporalScores(c) if video else None
+        e.missed = np.zeros(c, np.int64)
     pixels = 0
     warper = FlowWarp() if video else None
     last = None                     # --video: (key, image, label, predictions) of frame t-1
@@ -204,7 +237,14 @@ def evaluate(entries: list[Entry], split: DatasetSplit, video: bool = False) -> 
             if pred.shape != label.shape:
                 raise ValueError(f"{e.path}: prediction {pred.shape} for {img_path} does not "
                                  f"match its label {label.shape}")
-            e.cm += confusion_matrix(pred, label, c)
+            truth = label                   # this entry's view of the label
+            void = pred >= c                # a model class the label map sends to void
+            if void.any():                  # a miss for the pixel's true class
+                missed = label[void]
+                e.missed += np.bincount(missed[missed < c], minlength=c)
+                pred = np.where(void, 0, pred)
+                truth = np.where(void, 255, label)
+            e.cm += confusion_matrix(pred, truth, c)
             e.ms.append(sum(result.stages_ms.values()))
             if reference is None:
                 reference = pred
@@ -234,9 +274,10 @@ def score_frame(entries, preds, label, last, image, warper: FlowWarp) -> None:
 
 def result_dict(e: Entry, pixels: int, split: DatasetSplit, filter_mode: str) -> dict:
     """The JSON object of one entry: DESIGN.md's keys first, then where it came from."""
-    s = scores(e.cm, split.labels.class_names)
-    out = {**s, "images": len(split.pairs), "model": str(e.path), "backend": e.backend,
+    s = scores(e.cm, split.labels.class_names, e.missed)
+    out = {**s, "images": len(split.pairs), "model": e.model, "backend": e.backend,
            "precision": e.precision, "dataset": split.name, "split": split.split,
+           "label_map": e.label_map and e.label_map.name,
            "filter": filter_mode, "agreement": e.agree / pixels if pixels else None,
            "ms_per_image_p50": float(np.median(e.ms)) if e.ms else None}
     if e.stability is not None:

@@ -22,18 +22,20 @@ def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> 
     return counts.reshape(num_classes, num_classes)
 
 
-def scores(cm: np.ndarray, class_names=None) -> dict:
+def scores(cm: np.ndarray, class_names=None, missed=None) -> dict:
     """IoU per class (NaN where a class is absent from both gt and prediction), mIoU over the
-    classes with a defined IoU, pixel accuracy and mean class accuracy. All in 0..1."""
+    classes with a defined IoU, pixel accuracy and mean class accuracy. All in 0..1.
+    missed: optional (C,) pixels of each ground-truth class predicted as none of the C classes
+    (void after a label map): errors outside the matrix."""
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
-    gt = cm.sum(1)
+    gt = cm.sum(1) + (0 if missed is None else np.asarray(missed, np.float64))
     pred = cm.sum(0)
     union = gt + pred - tp
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
         acc = np.where(gt > 0, tp / gt, np.nan)
-    total = cm.sum()
+    total = gt.sum()
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(tp))]
     return {
         "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,

@@ -36,6 +36,25 @@ class ModelSection:
     name: str = "mobileseg"
     kwargs: dict = field(default_factory=dict)
     pretrained_backbone: Optional[str] = None
+    # "cityscapes": start from the authors' ESPNetv2 Cityscapes checkpoint ``init_weights``
+    # (espnetv2 only; the classifier re-mapped to the dataset's classes through the label map)
+    init: Optional[Literal["cityscapes"]] = None
+    init_weights: Optional[str] = None
+    # parameters under these module prefixes stay fixed (e.g. the full-resolution encoder
+    # levels: no gradient flows below them, which saves most of their backward cost)
+    freeze: tuple[str, ...] = ()
+    # (H, W) the model is deployed and validated at; default data.crop (train on smaller crops)
+    input_size: Optional[tuple[int, int]] = None
+
+    def validate(self):
+        if (self.init is None) != (self.init_weights is None):
+            raise ValueError("config keys 'model.init' and 'model.init_weights' go together")
+        if self.init == "cityscapes" and self.name != "espnetv2":
+            raise ValueError(f"config key 'model.init': 'cityscapes' needs model.name "
+                             f"'espnetv2', got {self.name!r}")
+        if self.input_size is not None and min(self.input_size) < 8:
+            raise ValueError(f"config key 'model.input_size': must be >= 8, got "
+                             f"{self.input_size}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,39 @@ def build_datasets(cfg: TrainConfig):
     return train, val, labels
 
 
+def init_from_cityscapes_checkpoint(model, path: str, labels) -> None:
+    """The authors' Cityscapes ESPNetv2 weights, the classifier re-mapped to ``labels`` through
+    the one cityscapes19 -> ``labels`` map (identity when training on Cityscapes)."""
+    from ..labels import CITYSCAPES19, maps_between
+    from ..models.espnetv2 import ESPNetv2, init_from_cityscapes
+
+    if not isinstance(model, ESPNetv2):
+        raise ValueError("config key 'model.init': 'cityscapes' needs an espnetv2 model")
+    if labels.name == CITYSCAPES19.name:
+        sources = [[i] for i in range(labels.num_classes)]
+    else:
+        found = maps_between(CITYSCAPES19.name, labels.name)
+        if len(found) != 1:
+            raise ValueError(f"config key 'model.init': no label map from cityscapes19 to "
+                             f"{labels.name}")
+        sources = found[0].sources_of()
+    init_from_cityscapes(model, path, sources)
+    print(f"initialised from {path} (classifier: {labels.name} rows from their cityscapes19 "
+          f"classes)")
+
+
+def freeze(model, prefixes) -> None:
+    """Fix the parameters under each module prefix; a prefix that names nothing is an error."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        hit = [n for n in names if n.startswith(prefix + ".")]
+        if not hit:
+            raise ValueError(f"config key 'model.freeze': {prefix!r} names no parameters")
+    for n, p in model.named_parameters():
+        if any(n.startswith(prefix + ".") for prefix in prefixes):
+            p.requires_grad_(False)
+
+
 def build_criterion(cfg: TrainConfig, train: SegmentationDataset, labels):
     weights = None
     if cfg.loss.class_weights == "median_frequency":
@@ -135,6 +187,8 @@ def build_criterion(cfg: TrainConfig, train: SegmentationDataset, labels):
 def build_optimizer(cfg: TrainConfig, model):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
@@ -250,7 +304,10 @@ def main(args) -> int:
     train, val, labels = build_datasets(cfg)
     model = build_model(cfg.model.name, labels.num_classes, **cfg.model.kwargs)
     meta = ModelMeta.for_label_set(cfg.model.name, labels, arch_kwargs=dict(cfg.model.kwargs),
-                                   input_size=tuple(cfg.data.crop))
+                                   input_size=tuple(cfg.model.input_size or cfg.data.crop))
+    if cfg.model.init == "cityscapes" and not args.resume:
+        init_from_cityscapes_checkpoint(model, cfg.model.init_weights, labels)
+    freeze(model, cfg.model.freeze)
     if cfg.model.pretrained_backbone and not args.resume:
         from ..models.realtime import load_imagenet_backbone
         if not hasattr(model, "backbone"):
