@@ -157,7 +157,7 @@ ROWS = [
         frames=2, files=("overlay.mp4",)),
     # ---- models
     Row("model-missing", ("--model", "{tmp}/nope.onnx"), 2,
-        (E + "model file not found: {tmp}/nope.onnx (bundled models: camvid, cityscapes)",)),
+        (E + "model file not found: {tmp}/nope.onnx (bundled models: camvid, cityscapes, camvid-espnetv2)",)),
     Row("model-truncated", ("--model", "{tmp}/truncated.onnx"), 2,
         (E + "{tmp}/truncated.onnx: not a readable ONNX model ({*})",)),
     Row("model-no-metadata", ("--model", "{tmp}/nometa.onnx"), 2,

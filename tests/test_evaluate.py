@@ -165,9 +165,11 @@ def test_missing_model_and_missing_bundled_model(tmp_path, capsys, monkeypatch):
 
     data = fixture_camvid(tmp_path / "cv")
     expect_error(capsys, "--model", tmp_path / "no.pt", "--data", data,
-                 line=f"model file not found: {tmp_path / 'no.pt'} (bundled models: camvid, cityscapes)")
+                 line=f"model file not found: {tmp_path / 'no.pt'} (bundled models: "
+                      f"{', '.join(build.BUNDLED)})")
     absent = tmp_path / "weights" / "absent.onnx"
-    monkeypatch.setitem(build.BUNDLED, "camvid", {"torch": absent, "onnx": absent})
+    monkeypatch.setitem(build.BUNDLED, "camvid", {"torch": absent, "onnx": absent,
+                                                  "scores": absent})
     expect_error(capsys, "--data", data,
                  line=f"bundled model 'camvid' is missing its file {absent} "
                       f"(reinstall drivesegrt, or pass --model PATH)")

@@ -111,7 +111,7 @@ def _garbage(tmp_path, name, data=b"\x00\x01garbage" * 100):
     ("missing_video", r"source not found: {tmp}/nope\.mp4"),
     ("garbage_video", r"{tmp}/bad\.mp4: cannot open as a video \(unknown or corrupt format\)"),
     ("camera", r"camera /dev/video97 does not open \(no such device\)"),
-    ("missing_model", r"model file not found: {tmp}/nope\.pt \(bundled models: camvid, cityscapes\)"),
+    ("missing_model", r"model file not found: {tmp}/nope\.pt \(bundled models: camvid, cityscapes, camvid-espnetv2\)"),
     ("garbage_model", r"{tmp}/bad\.pt: not a readable drivesegrt checkpoint \(UnpicklingError: .+\)"),
     ("class_mismatch", r"{tmp}/m5\.pt: weights do not match architecture 'mobileseg' with 5 "
                        r"classes \(Error\(s\) in loading state_dict for MobileSeg:\)"),

@@ -86,3 +86,29 @@ def test_bundled_cityscapes_onnx_matches_its_checkpoint_and_the_public_weights(s
     for path in sorted((CAMVID / "test").glob("*.png"))[::120]:
         frame = cv2.imread(str(path))
         assert (torch_seg(frame) == onnx_seg(frame)).mean() > 0.999
+
+
+def test_bundled_camvid_espnetv2_is_the_fine_tune_and_its_onnx_agrees(shared_data):
+    """The fine-tuned ESPNetv2: CamVid classes, the config's architecture, its log's best
+    epoch; the ONNX export gives the checkpoint's class maps."""
+    import json
+
+    import cv2
+
+    from drivesegrt.infer.build import WEIGHTS
+    from drivesegrt.models.checkpoint import read_checkpoint
+
+    path = model_path("camvid-espnetv2", "torch")
+    _, meta = load_model(path)
+    assert meta.arch == "espnetv2" and meta.class_names == CAMVID11.class_names
+    assert meta.arch_kwargs == {"s": 2.0, "pyramid_channels": 10, "output_stride": 2}
+    log = [json.loads(line) for line in
+           (WEIGHTS / "espnetv2_camvid.train_log.jsonl").read_text().splitlines()]
+    best = [r for r in log if r.get("best")][-1]
+    ckpt = read_checkpoint(path)
+    assert (ckpt["epoch"], ckpt["val_miou"]) == (best["epoch"], best["val_miou"])
+    torch_seg = Segmenter(load_engine("torch", path))
+    onnx_seg = Segmenter(load_engine("onnxruntime", model_path("camvid-espnetv2", "onnxruntime")))
+    for img in sorted((CAMVID / "test").glob("*.png"))[::120]:
+        frame = cv2.imread(str(img))
+        assert (torch_seg(frame) == onnx_seg(frame)).mean() > 0.999

@@ -27,6 +27,11 @@ BUNDLED = {
     "cityscapes": {"torch": WEIGHTS / "espnetv2_cityscapes.pt",
                    "onnx": WEIGHTS / "espnetv2_cityscapes.onnx",
                    "scores": WEIGHTS / "espnetv2_cityscapes.camvid_test.json"},
+    # ESPNetv2 s=2.0 fine-tuned from the Cityscapes weights on CamVid (11 classes;
+    # configs/espnetv2_camvid.yaml, training log espnetv2_camvid.train_log.jsonl)
+    "camvid-espnetv2": {"torch": WEIGHTS / "espnetv2_camvid.pt",
+                        "onnx": WEIGHTS / "espnetv2_camvid.onnx",
+                        "scores": WEIGHTS / "espnetv2_camvid.camvid_test.json"},
 }
 # The (dataset, split) each bundled model's checkpoint was chosen on: scores there are not
 # accuracy claims (eval says so).
