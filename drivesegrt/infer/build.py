@@ -35,7 +35,7 @@ BUNDLED = {
 }
 # The (dataset, split) each bundled model's checkpoint was chosen on: scores there are not
 # accuracy claims (eval says so).
-SELECTED_ON = {"camvid": ("camvid", "val")}
+SELECTED_ON = {"camvid": ("camvid", "val"), "camvid-espnetv2": ("camvid", "val")}
 
 
 def model_path(model: str | Path | None = None, backend: str = DEFAULT_BACKEND) -> Path:
