@@ -216,3 +216,23 @@ def test_median_frequency_on_cityscapes_train_ids(tmp_path):
     present = sorted(set(CS_TRAIN.ravel().tolist()) - {255})
     np.testing.assert_allclose(w[present], 1.0)
     assert np.count_nonzero(w) == len(present)
+
+
+def test_a_teacher_map_moves_with_its_image(camvid_label):
+    img = COLORS[camvid_label]
+    soft = np.eye(11, dtype=np.float32)[np.minimum(camvid_label, 10)]    # (H, W, 11) one-hot
+    t = TrainTransform((180, 240), scale=(0.5, 1.5), flip=True, jitter=0.0, ignore_index=11)
+    for seed in range(6):
+        plain = t(img, camvid_label, np.random.default_rng(seed))
+        out_img, out_lab, out_soft = t(img, camvid_label, np.random.default_rng(seed), soft=soft)
+        # the map consumes no randomness: image and label are those of a call without it
+        np.testing.assert_array_equal(out_img, plain[0])
+        np.testing.assert_array_equal(out_lab, plain[1])
+        assert out_soft.shape == (180, 240, 11) and out_soft.dtype == np.float32
+        valid = out_lab != 11
+        assert (out_soft.argmax(-1)[valid] == out_lab[valid]).mean() > 0.95, seed
+    # padding carries no teacher opinion
+    small = TrainTransform((40, 50), scale=(1.0, 1.0), flip=False, jitter=0.0, ignore_index=11)
+    _, lab, out = small(np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30), np.uint8),
+                        soft=np.ones((20, 30, 4), np.float32))
+    assert np.all(out[lab == 11] == 0) and np.all(out[lab == 0] == 1)

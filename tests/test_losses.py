@@ -92,3 +92,21 @@ def test_loss_backpropagates():
     SegLoss([1.0, 2.0, 3.0], 255, dice_weight=1.0).double()(logits, TARGET).backward()
     assert torch.isfinite(logits.grad).all()
     assert logits.grad[0, :, 1, 1].abs().max() == 0     # the ignored pixel gets no gradient
+
+
+def test_kd_loss_is_zero_when_the_student_matches_its_teacher():
+    from drivesegrt.train.distill import kd_loss
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 5, 8, 12, generator=g)
+    target = torch.randint(0, 5, (2, 8, 12), generator=g)
+    assert kd_loss(teacher.clone(), teacher, target, 255).item() == pytest.approx(0, abs=1e-6)
+    other = torch.randn(2, 5, 8, 12, generator=g)
+    assert kd_loss(other, teacher, target, 255).item() > 0.1
+    # ignored pixels do not count: disagreement only there costs nothing
+    student = teacher.clone()
+    student[:, :, :4] = other[:, :, :4]
+    target[:, :4] = 255
+    assert kd_loss(student, teacher, target, 255).item() == pytest.approx(0, abs=1e-6)
+    # a low-resolution student is compared on the teacher's grid
+    assert kd_loss(teacher[:, :, ::2, ::2], teacher, target, 255).item() < 0.5

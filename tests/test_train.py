@@ -201,3 +201,30 @@ def test_bad_model_section_is_a_clear_error(model, line, tmp_path, capsys, share
                                    "out_dir": str(tmp_path / "o")}))
     assert cli.main(["train", "--config", str(cfg)]) == 2
     assert capsys.readouterr().err == f"drivesegrt: error: {line}\n"
+
+
+def test_distillation_from_a_teacher_checkpoint(trained, tmp_path, capsys):
+    path, out = trained
+    cfg = yaml.safe_load(path.read_text())
+    cfg["distill"] = {"teacher": str(out / "best.pt"), "weight": 1.0, "temperature": 2.0}
+    cfg["out_dir"] = str(tmp_path / "student")
+    student = tmp_path / "student.yaml"
+    student.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["train", "--config", str(student), "--max-steps", "2"]) == 0
+    assert f"teacher {out / 'best.pt'}: logits of 4 training images" in capsys.readouterr().out
+    model, meta = load_model(tmp_path / "student" / "best.pt")
+    assert meta.arch == "mobileseg" and meta.num_classes == 11
+    assert log_records(tmp_path / "student")[0]["step"] == 2
+
+
+def test_a_teacher_of_another_label_set_is_a_clear_error(tmp_path, capsys, shared_data):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"name": "mobileseg", "kwargs": TINY_KWARGS["mobileseg"]},
+        "data": {"root": str(CAMVID), "crop": [96, 128], "max_train_images": 1,
+                 "max_val_images": 1},
+        "distill": {"teacher": "cityscapes"}, "out_dir": str(tmp_path / "o"), "threads": 1}))
+    assert cli.main(["train", "--config", str(cfg), "--max-steps", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "drivesegrt: error: config key 'distill.teacher': 'cityscapes' predicts cityscapes19, "
+        "the training data is camvid11")

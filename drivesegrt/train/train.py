@@ -27,6 +27,7 @@ from ..meta import ModelMeta
 from ..models import build_model
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from ..preprocess import normalize, preprocess
+from .distill import kd_loss, soft_map, teacher_logits
 from .losses import SegLoss
 from .metrics import confusion_matrix, scores
 
@@ -91,11 +92,21 @@ class LossSection:
 
 
 @dataclass(frozen=True)
+class DistillSection:
+    # a trained model of the same label set (bundled name or .pt) whose class probabilities the
+    # student also learns (KL term); None = plain supervised training
+    teacher: Optional[str] = None
+    weight: float = 1.0
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     epochs: int = 100
     batch_size: int = 8
     val_every: int = 1
@@ -205,9 +216,11 @@ def poly_lr(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> fl
     return cfg.optim.lr * (1 - frac) ** cfg.optim.poly_power
 
 
-def batches(dataset: SegmentationDataset, batch_size: int, seed: int):
-    """Shuffled (images (N,H,W,3) uint8, labels (N,H,W) uint8) batches; augmentation of the next
-    batch runs in a thread (cv2 releases the GIL) while the current one trains."""
+def batches(dataset: SegmentationDataset, batch_size: int, seed: int, teacher=None):
+    """Shuffled (images (N,H,W,3) uint8, labels (N,H,W) uint8, teacher (N,H,W,C) float32 or
+    None) batches; augmentation of the next batch runs in a thread (cv2 releases the GIL) while
+    the current one trains. ``teacher``: per-image logits (distill.teacher_logits), augmented
+    with their image."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(dataset))
     chunks = [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
@@ -216,9 +229,14 @@ def batches(dataset: SegmentationDataset, batch_size: int, seed: int):
     seeds = rng.integers(0, 2**31, size=len(order))
 
     def make(chunk):
-        items = [dataset.transform(*dataset.load(int(i)), np.random.default_rng(int(seeds[i])))
-                 for i in chunk]
-        return np.stack([a for a, _ in items]), np.stack([b for _, b in items])
+        items = []
+        for i in chunk:
+            img, lab = dataset.load(int(i))
+            soft = None if teacher is None else soft_map(teacher[i], lab.shape)
+            items.append(dataset.transform(img, lab, np.random.default_rng(int(seeds[i])),
+                                           soft=soft))
+        return (np.stack([t[0] for t in items]), np.stack([t[1] for t in items]),
+                None if teacher is None else np.stack([t[2] for t in items]))
 
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(make, chunks[0])
@@ -237,22 +255,31 @@ def to_device(images, labels, meta: ModelMeta, device, channels_last: bool):
     return x, y
 
 
-def train_one_epoch(model, criterion, optimizer, dataset, cfg, meta, device, epoch, state):
+def train_one_epoch(model, criterion, optimizer, dataset, cfg, meta, device, epoch, state,
+                    teacher=None):
     model.train()
     use_amp = cfg.amp and device.type == "cuda"
     cl = cfg.channels_last and device.type == "cuda"
     steps_per_epoch = max(1, len(dataset) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     losses = []
-    bar = tqdm(batches(dataset, cfg.batch_size, cfg.seed + epoch), total=steps_per_epoch,
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-    for images, labels in bar:
+    bar = tqdm(batches(dataset, cfg.batch_size, cfg.seed + epoch, teacher),
+               total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               dynamic_ncols=True)
+    stride = cfg.loss.label_stride
+    for images, labels, soft in bar:
         lr = poly_lr(cfg, state["step"], total, steps_per_epoch)
         for g in optimizer.param_groups:
             g["lr"] = lr
         x, y = to_device(images, labels, meta, device, cl)
         with torch.autocast(device.type, enabled=use_amp, dtype=torch.float16):
-            loss = criterion(model(x), y)
+            logits = model(x)
+            loss = criterion(logits, y)
+            if soft is not None:
+                t = torch.from_numpy(soft[:, ::stride, ::stride]).permute(0, 3, 1, 2).to(device)
+                loss = loss + cfg.distill.weight * kd_loss(
+                    logits.float(), t, y[:, ::stride, ::stride], criterion.ignore_index,
+                    cfg.distill.temperature)
         optimizer.zero_grad(set_to_none=True)
         state["scaler"].scale(loss).backward()
         state["scaler"].step(optimizer)
@@ -316,6 +343,12 @@ def main(args) -> int:
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    teacher = None
+    if cfg.distill.teacher:
+        t0 = time.time()
+        teacher = teacher_logits(cfg.distill.teacher, train, labels)
+        print(f"teacher {cfg.distill.teacher}: logits of {len(teacher)} training images in "
+              f"{time.time() - t0:.0f} s")
     criterion, weights = build_criterion(cfg, train, labels)
     criterion.to(device)
     optimizer = build_optimizer(cfg, model)
@@ -338,7 +371,8 @@ def main(args) -> int:
           f"{'none' if weights is None else [round(w, 3) for w in weights]}")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
-        loss = train_one_epoch(model, criterion, optimizer, train, cfg, meta, device, epoch, state)
+        loss = train_one_epoch(model, criterion, optimizer, train, cfg, meta, device, epoch, state,
+                               teacher)
         record = {"epoch": epoch + 1, "step": state["step"], "loss": loss,
                   "seconds": round(time.time() - t0, 1)}
         last_epoch = (epoch + 1 == cfg.epochs or
