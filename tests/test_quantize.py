@@ -187,21 +187,29 @@ def test_resize_keeps_its_input_scale(fp32_model, calib_images, tmp_path):
         assert inits[dq.input[1]] == inits[qn.input[1]] and inits[dq.input[2]] == inits[qn.input[2]]
 
 
-def test_espnetv2_calibrates_in_chunks_like_all_at_once(calib_images, tmp_path):
-    """ESPNetv2 (PReLU as Relu/Sub/Mul/Add, grouped and dilated convs, pooling pyramids)
-    quantizes; collecting 2 frames at a time (bounded memory) gives the scales of collecting
-    all 4 at once for min/max calibration, and a chunk that does not divide is a clear error."""
-    fp32 = tiny_onnx(tmp_path / "esp.onnx", "espnetv2", uint8_input=True)
+def test_chunked_calibration_equals_all_at_once(fp32_model, calib_images, tmp_path):
+    """Collecting 1 frame at a time (bounded memory) gives the scales of collecting both at
+    once for min/max calibration; a chunk that does not divide the frames is a clear error."""
     whole, chunked = tmp_path / "whole.onnx", tmp_path / "chunked.onnx"
-    quantize_int8(fp32, whole, calib_images, method="minmax", activations="uint8")
-    quantize_int8(fp32, chunked, calib_images, method="minmax", activations="uint8", chunk=2)
+    quantize_int8(fp32_model, whole, calib_images[:2], method="minmax", equalize=False)
+    quantize_int8(fp32_model, chunked, calib_images[:2], method="minmax", equalize=False, chunk=1)
     a, b = _inits(onnx.load(str(whole))), _inits(onnx.load(str(chunked)))
     assert a.keys() == b.keys()
     assert all(np.allclose(a[k], b[k], rtol=1e-5) for k in a)
-    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(whole)).graph.node) > 50
-    sess = ort.InferenceSession(str(chunked), providers=["CPUExecutionProvider"])
-    y = sess.run(None, {"input": random_frames(1, read_meta_file(chunked).input_size)})[0]
-    assert np.isfinite(y).all()
     with pytest.raises(ValueError) as e:
-        quantize_int8(fp32, tmp_path / "x.onnx", calib_images, chunk=3)
+        quantize_int8(fp32_model, tmp_path / "x.onnx", calib_images, chunk=3)
     assert str(e.value) == "--chunk 3 must be >= 0 and divide the 4 calibration frames"
+
+
+def test_espnetv2_quantizes(calib_images, tmp_path):
+    """ESPNetv2 (PReLU as Relu/Sub/Mul/Add, grouped and dilated convs, pooling pyramids),
+    uint8 graph input, chunked calibration: a runnable Q/DQ file."""
+    fp32 = tiny_onnx(tmp_path / "esp.onnx", "espnetv2", uint8_input=True)
+    out = tmp_path / "esp.u8.onnx"
+    quantize_int8(fp32, out, calib_images[:2], method="percentile", activations="uint8",
+                  equalize=False, chunk=1)
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node) > 50
+    assert read_meta_file(out).precision == "int8"
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": random_frames(1, read_meta_file(out).input_size)})[0]
+    assert y.shape[1] == 11 and np.isfinite(y).all()
