@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": ("drivesegrt.bench", "benchmark engines and the end-to-end pipeline"),
     "data": ("drivesegrt.data.download", "download datasets; compute class weights"),
     "replay": ("drivesegrt.capture.replay", "serve a recorded drive as a live network stream"),
+    "batch": ("drivesegrt.batch", "many recorded drives on Ray: resumable, with a fleet report"),
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,

@@ -14,9 +14,12 @@ from pathlib import Path
 import yaml
 
 from .engines import BACKENDS, DEFAULT_BACKEND
+from .engines.base import parse_device
 from .infer.postprocess import FILTER_MODES
+from .infer.temporal import TEMPORAL_SYNTAX, parse_temporal
 from .labels import LABEL_SETS
 from .preprocess import RESIZE_MODES
+from .publish.driving import parse_roi
 from .publish.sinks import VIDEO_CODECS
 
 # Choices of the run config, each from its one home.
@@ -27,8 +30,15 @@ def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at line "
+                         f"{line})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -173,6 +183,10 @@ class ModelConfig:
     cuda_graphs: bool = False          # CUDA, torch backend: replay a captured CUDA graph
 
     def validate(self):
+        try:
+            parse_device(self.device)
+        except ValueError as e:
+            raise ValueError(f"config key 'model.device': {e}") from None
         _require(self.input_size is None or min(self.input_size) >= 8, "model.input_size",
                  f"must be [height, width] >= 8, got {self.input_size}")
         _require(self.threads >= 0, "model.threads", f"must be >= 0, got {self.threads}")
@@ -194,9 +208,78 @@ class OverlayConfig:
     alpha: float = 0.5
     legend: bool = True
     hud: bool = True
+    draw_drivable: bool = False        # outline the drivable area (needs figures.drivable)
 
     def validate(self):
         _require(0.0 <= self.alpha <= 1.0, "overlay.alpha", f"must be in [0, 1], got {self.alpha}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalConfig:
+    """Smoothing of the class probabilities over time (infer/temporal.py)."""
+    smoothing: str = "none"            # none | ema:ALPHA | ema:ALPHA:flow
+    scene_cut: float = 40.0            # mean grey-level change (0-255) of the thumbnail = a cut
+    max_gap_s: float = 0.5             # a jump in frame numbers worth more (or a reconnect)
+
+    def validate(self):
+        try:
+            parse_temporal(self.smoothing)
+        except ValueError:
+            raise ValueError(f"config key 'temporal.smoothing': {self.smoothing!r} is not "
+                             f"allowed; expected {TEMPORAL_SYNTAX}") from None
+        _require(self.scene_cut > 0, "temporal.scene_cut", f"must be > 0, got {self.scene_cut}")
+        _require(self.max_gap_s > 0, "temporal.max_gap_s", f"must be > 0, got {self.max_gap_s}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfidenceConfig:
+    """Top-class probability per pixel (needs a model with scores out, not argmax)."""
+    save: bool = False                 # confidence/*.png beside masks/ + frames.jsonl figures
+    stats: bool = False                # the frames.jsonl figures only (no PNGs)
+    low_threshold: float = 0.5         # low_share counts pixels below this probability
+
+    def validate(self):
+        _require(0.0 <= self.low_threshold <= 1.0, "confidence.low_threshold",
+                 f"must be in [0, 1], got {self.low_threshold}")
+
+    @property
+    def wanted(self) -> bool:
+        return self.save or self.stats
+
+
+@dataclasses.dataclass(frozen=True)
+class FiguresConfig:
+    """Per-frame driving figures in frames.jsonl (publish/driving.py)."""
+    coverage: bool = True              # share of pixels per class
+    drivable: bool = True              # drivable area: share, polygon, free space ahead
+    drivable_classes: tuple[str, ...] = ("road",)   # class names (any case) that are drivable
+    center_band: float = 0.1           # width fraction of the centre band (seed, free_ahead)
+    polygon_tolerance: float = 0.005   # polygon simplification, fraction of the diagonal
+    roi: tuple[str, ...] = ()          # "NAME=x0,y0,x1,y1" regions, fractions of the frame
+
+    def validate(self):
+        _require(0.0 < self.center_band <= 1.0, "figures.center_band",
+                 f"must be in (0, 1], got {self.center_band}")
+        _require(self.polygon_tolerance >= 0, "figures.polygon_tolerance",
+                 f"must be >= 0, got {self.polygon_tolerance}")
+        try:
+            self.regions()
+        except ValueError as e:
+            raise ValueError(f"config key 'figures.roi': {e}") from None
+
+    def regions(self) -> dict[str, tuple[float, float, float, float]]:
+        """The ``roi`` entries by name."""
+        regions = {}
+        for text in self.roi:
+            name, box = parse_roi(text)
+            if name in regions:
+                raise ValueError(f"region {name!r} is given twice")
+            regions[name] = box
+        return regions
+
+    @property
+    def wanted(self) -> bool:
+        return self.coverage or self.drivable or bool(self.roi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,10 +294,15 @@ class SinksConfig:
     jsonl: bool = True                 # frames.jsonl
     view: str | None = None            # live browser view address, e.g. http://127.0.0.1:8080
     view_fps: float = 15.0             # at most this many JPEGs a second for the view
+    view_token: str | None = None      # the view serves only requests carrying this token
+    view_hosts: tuple[str, ...] = ()   # host names allowed in requests to the view, besides
+                                       # loopback names and IP addresses (DNS rebinding)
 
     def validate(self):
         _require(0 <= self.video_crf <= 51, "sinks.video_crf", f"must be 0..51, got {self.video_crf}")
         _require(self.view_fps > 0, "sinks.view_fps", f"must be > 0, got {self.view_fps}")
+        _require(self.view_token is None or len(self.view_token) > 0, "sinks.view_token",
+                 "must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,11 +335,15 @@ class PipelineConfig:
 class RunConfig:
     source: str = "synthetic:"
     output: str | None = None          # None = runs/<timestamp>/
+    overwrite: bool = False            # reuse a non-empty run directory (a run's outputs only)
     max_frames: int | None = None      # None = until the source ends
     model: ModelConfig = ModelConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
     overlay: OverlayConfig = OverlayConfig()
+    temporal: TemporalConfig = TemporalConfig()
+    confidence: ConfidenceConfig = ConfidenceConfig()
+    figures: FiguresConfig = FiguresConfig()
     sinks: SinksConfig = SinksConfig()
     pipeline: PipelineConfig = PipelineConfig()
     stream: StreamConfig = StreamConfig()
@@ -259,3 +351,5 @@ class RunConfig:
     def validate(self):
         _require(self.max_frames is None or self.max_frames >= 1, "max_frames",
                  f"must be >= 1, got {self.max_frames}")
+        _require(not self.overlay.draw_drivable or self.figures.drivable, "overlay.draw_drivable",
+                 "needs figures.drivable: true")

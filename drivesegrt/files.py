@@ -8,6 +8,10 @@ from pathlib import Path
 
 # Suffixes read as images (OpenCV decodes all of them), by sources, calibration and datasets.
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Suffixes taken for recorded drives when a folder is scanned (batch); a file named directly
+# is opened whatever its suffix.
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".ts", ".mts", ".m2ts", ".mpg",
+              ".mpeg", ".flv", ".wmv", ".h264", ".h265", ".hevc")
 
 
 def is_image(path: Path) -> bool:
@@ -28,10 +32,15 @@ def image_paths(spec: str | Path) -> list[Path] | None:
     return None
 
 
+def json_text(obj) -> str:
+    """How every JSON output file is written: indented, one final newline."""
+    return json.dumps(obj, indent=2) + "\n"
+
+
 def write_json(path: str | Path, obj) -> None:
     """Atomic JSON write (tmp + rename): a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json_text(obj))
     os.replace(tmp, path)

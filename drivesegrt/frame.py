@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Stage names, in pipeline order. frames.jsonl and summary.json use exactly these keys.
-STAGES = ("capture", "preprocess", "infer", "postprocess", "overlay", "write")
+STAGES = ("capture", "preprocess", "infer", "postprocess", "figures", "overlay", "write")
 
 
 @dataclass(eq=False)
@@ -27,6 +27,9 @@ class Frame:
     overlay: np.ndarray | None = None   # (H, W, 3) uint8 BGR
     job: object | None = None           # the segmenter's Job, collected by the publish stage
     latency_ms: float | None = None     # capture -> published
+    confidence: np.ndarray | None = None    # (H, W) uint8 top-class probability x 255, if asked
+    temporal: str | None = None         # temporal smoothing of this frame: start | cut | smoothed
+    figures: dict = field(default_factory=dict)   # driving figures for frames.jsonl (JSON-ready)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -40,4 +43,7 @@ class Frame:
                "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3)}
         if self.stem is not None:
             rec["stem"] = self.stem
+        if self.temporal is not None:
+            rec["temporal"] = self.temporal
+        rec.update(self.figures)
         return rec

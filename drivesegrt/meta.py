@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from .labels import LabelSet
 
 ONNX_META_KEY = "drivesegrt"
+# Class ids travel as uint8 (label maps, masks, palettes) and 255 marks "undecided" in the
+# exact linear upsample, so a model may have at most 255 classes.
+MAX_CLASSES = 255
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class ModelMeta:
                 kw[key] = tuple(d[key])
         kw["arch_kwargs"] = dict(d.get("arch_kwargs", {}))
         meta = cls(**kw)
+        if not 1 <= meta.num_classes <= MAX_CLASSES:
+            raise ValueError(f"{where}: {meta.num_classes} classes; drivesegrt supports 1 to "
+                             f"{MAX_CLASSES} (class ids are uint8 in masks, 255 is reserved)")
         if len(meta.palette) != len(meta.class_names):
             raise ValueError(f"{where}: {len(meta.class_names)} class names but "
                              f"{len(meta.palette)} palette colors")

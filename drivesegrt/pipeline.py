@@ -4,9 +4,10 @@
         │ bounded queue (recorded) / single slot (live)
     infer thread    Segmenter.submit: preprocess + engine (CUDA: queued on the device)
         │ bounded queue
-    publish thread  Job.result: postprocess (upsample + argmax; CUDA: download), then
-                    Overlay + sinks (video/images/masks/window hand off to their writer
-                    threads) + frames.jsonl; per-frame latency; progress bar
+    publish thread  Job.result: postprocess (upsample + argmax; CUDA: download), driving
+                    figures (optional), then Overlay + sinks (video/images/masks/window
+                    hand off to their writer threads) + frames.jsonl; per-frame latency;
+                    progress bar
 
 Stages overlap, so throughput approaches the slowest stage rather than the sum. An engine
 error on one frame is logged and the frame counted in ``frames_failed`` (the run goes on);
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from .capture import Source, open_reader
 from .frame import STAGES, Frame
 from .infer.segmenter import Segmenter
+from .infer.temporal import Continuity
+from .publish.driving import DrivingFigures
 from .publish.overlay import Overlay
 from .publish.sinks import JsonlSink, Sink
 from .timing import RateMeter, StageStats, ms_since, now, percentiles
@@ -44,7 +47,7 @@ class RunStats:
     frames_in: int = 0
     frames_out: int = 0
     frames_dropped: int = 0
-    frames_failed: int = 0              # inference errors (the source's own count is added)
+    frames_failed: int = 0              # inference errors
     stages: StageStats = field(default_factory=StageStats)
     latency_ms: list[float] = field(default_factory=list)
     t_start: float = 0.0
@@ -66,13 +69,16 @@ class Pipeline:
     queue_size: depth of the capture and publish queues. max_frames: stop after this many
     frames entered the pipeline (None = until the source ends). on_frame: called in the
     publish thread after each published frame (e.g. a progress bar's update).
-    max_consecutive_failures: inference errors in a row that abort the run.
+    max_consecutive_failures: inference errors in a row that abort the run. figures: driving
+    figures measured per frame (frames.jsonl) and drawn on the overlay. continuity: tells the
+    segmenter where the source has a gap (its temporal smoothing restarts there).
     """
 
     def __init__(self, source: Source, segmenter: Segmenter, overlay: Overlay,
                  sinks: list[Sink], jsonl: JsonlSink | None = None, queue_size: int = 4,
                  max_frames: int | None = None, on_frame=None,
-                 max_consecutive_failures: int = 10):
+                 max_consecutive_failures: int = 10, figures: DrivingFigures | None = None,
+                 continuity: Continuity | None = None):
         self.source = source
         self.segmenter = segmenter
         self.overlay = overlay
@@ -82,6 +88,8 @@ class Pipeline:
         self.max_frames = max_frames
         self.on_frame = on_frame
         self.max_consecutive_failures = max(1, max_consecutive_failures)
+        self.figures = figures
+        self.continuity = continuity
         self.stats = RunStats()
         self._stop = threading.Event()       # drain: stop capturing, publish what is queued
         self._abort = threading.Event()      # error: everyone leaves now
@@ -135,6 +143,9 @@ class Pipeline:
             for frame in iter(self._reader.read, None):
                 if self._abort.is_set():
                     break
+                if self.continuity is not None and self.continuity.breaks(
+                        frame.index, self.source.reconnects):
+                    self.segmenter.reset()
                 try:
                     frame.job = self.segmenter.submit(frame.image)
                 except Exception as e:  # one bad frame must not end the stream
@@ -183,9 +194,16 @@ class Pipeline:
                     continue
                 failed_in_a_row = 0
                 frame.labels, frame.overlay = result.labels, result.overlay
+                frame.confidence, frame.temporal = result.confidence, result.temporal
                 frame.stages_ms.update(result.stages_ms)
+                if self.figures is not None:
+                    t0 = now()
+                    frame.figures = self.figures.measure(frame.labels, frame.confidence)
+                    frame.stages_ms["figures"] = ms_since(t0)
                 t0 = now()
                 frame.overlay = self.overlay(frame.image, frame.labels, hud, frame.overlay)
+                if self.figures is not None:
+                    self.figures.draw(frame.overlay, frame.figures)
                 t1 = now()
                 frame.stages_ms["overlay"] = (t1 - t0) * 1e3
                 for sink in self.sinks:
@@ -200,7 +218,8 @@ class Pipeline:
                     self.jsonl.write(frame)
                 hud = {"fps": rate.tick(t_pub),
                        "stages_ms": {k: frame.stages_ms[k] for k in STAGES if k in frame.stages_ms}}
-                frame.image = frame.labels = frame.overlay = None   # free early; sinks hold refs
+                # Free early; sinks hold their own references.
+                frame.image = frame.labels = frame.overlay = frame.confidence = None
                 if self.on_frame is not None:
                     self.on_frame(frame)
         except BaseException as e:
@@ -237,7 +256,6 @@ class Pipeline:
             stats.t_end = now()
             stats.frames_in = self._reader.frames_in
             stats.frames_dropped = self._reader.frames_dropped
-            stats.frames_failed += self.source.frames_failed
             self._close_sinks()
             if self._reader.error is not None:
                 self._errors.append(self._reader.error)
@@ -258,7 +276,8 @@ class Pipeline:
         r, s = self._reader, self.stats
         return {"frames_in": r.frames_in if r else s.frames_in,
                 "frames_dropped": r.frames_dropped if r else s.frames_dropped,
-                "frames_failed": s.frames_failed + self.source.frames_failed,
+                "frames_failed": s.frames_failed,
+                "frames_corrupt": self.source.frames_corrupt,
                 "reconnects": self.source.reconnects,
                 "outage_s": round(self.source.outage_s, 3)}
 
@@ -283,6 +302,7 @@ class Pipeline:
             "frames_out": s.frames_out,
             "frames_dropped": s.frames_dropped,
             "frames_failed": s.frames_failed,
+            "frames_corrupt": self.source.frames_corrupt,
             "fps": round(s.fps, 3),
             "wall_s": round(s.wall_s, 3),
             "reconnects": self.source.reconnects,

@@ -6,13 +6,15 @@ Reads config (``--config FILE``, else the defaults in config.RunConfig, mirrored
 config.yaml), applies CLI flags on top, opens the source, loads the engine, wires the
 pipeline and writes ``summary.json``. Ctrl-C / SIGTERM drain and finalize, exit code 130. A
 camera/stream that stays away past ``--reconnect-timeout`` ends the run like the end of a file
-(exit 0). An output that cannot be written mid-run (disk full) or an engine failing frame
-after frame stops the run: outputs are finalized, summary.json records the error, one line on
-stderr, exit code 1.
+(exit 0). An output that cannot be written mid-run (disk full, run directory removed) or an
+engine failing frame after frame stops the run: outputs are finalized, summary.json records the
+error, one line on stderr, exit code 1. The run directory is claimed by one run at a time and
+must be empty unless ``--overwrite`` (publish/rundir.py).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -23,9 +25,32 @@ from .config import RunConfig, choices, load_dataclass, to_dict
 
 
 def add_arguments(p) -> None:
-    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
                    "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
+    p.add_argument("--output", help="run directory (default: runs/<timestamp>/); it must be "
+                   "empty or new, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="reuse a run directory: remove a previous run's outputs (overlay.mp4, "
+                   "overlays/, masks/, frames.jsonl, summary.json) and nothing else")
+    add_pipeline_arguments(p)
+    p.add_argument("--show", action="store_true", default=None,
+                   help="show the overlay in a window (needs a display)")
+    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
+                   "http://127.0.0.1:8080 (port 0 = any free port)")
+    p.add_argument("--view-token", metavar="TOKEN",
+                   help="the live view answers only requests carrying it (?token=TOKEN or "
+                   "'Authorization: Bearer TOKEN'); use it when --view listens beyond loopback")
+    p.add_argument("--view-host", action="append", metavar="NAME",
+                   help="a host name browsers may use to reach the live view, besides loopback "
+                   "names and IP addresses (repeatable; e.g. the machine's DNS name)")
+    p.add_argument("--reconnect-timeout", type=float, metavar="S",
+                   help="camera/stream: end the run after S seconds without the source "
+                   "(default: keep reconnecting)")
+
+
+def add_pipeline_arguments(p) -> None:
+    """The model, engine, config and output-content flags (``run`` and ``batch``)."""
+    model, pre, post = RunConfig.model, RunConfig.preprocess, RunConfig.postprocess
     p.add_argument("--model", metavar="NAME|PATH", help="a bundled model (camvid) or a model "
                    "file: .onnx for onnxruntime/openvino/tensorrt, .pt for torch (default: the "
                    "bundled camvid model)")
@@ -36,7 +61,6 @@ def add_arguments(p) -> None:
                    help="engine threads (torch, ONNX Runtime, OpenVINO); default: the runtime's")
     p.add_argument("--input-size", metavar="HxW", type=_hw,
                    help="model input size override (fully convolutional models), e.g. 512x1024")
-    p.add_argument("--output", help="run directory (default: runs/<timestamp>/)")
     p.add_argument("--config", help="YAML run config (see config.yaml); flags override it")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--filter", choices=choices(post, "filter"),
@@ -53,14 +77,21 @@ def add_arguments(p) -> None:
                    help="overlay.mp4 encoder (default: auto = H.264 through ffmpeg if present)")
     p.add_argument("--save-masks", action="store_true", default=None,
                    help="write masks/*.png (uint8 class ids at source resolution)")
-    p.add_argument("--show", action="store_true", default=None,
-                   help="show the overlay in a window (needs a display)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--view", metavar="URL", help="serve a live browser view, e.g. "
-                   "http://127.0.0.1:8080 (port 0 = any free port)")
-    p.add_argument("--reconnect-timeout", type=float, metavar="S",
-                   help="camera/stream: end the run after S seconds without the source "
-                   "(default: keep reconnecting)")
+    p.add_argument("--temporal", metavar="SPEC", help="smooth class probabilities over time: "
+                   "none | ema:ALPHA | ema:ALPHA:flow (motion-compensated), ALPHA = weight of "
+                   "the newest frame (default: none)")
+    p.add_argument("--save-confidence", action="store_true", default=None,
+                   help="write confidence/*.png (top-class probability x 255) and its mean and "
+                   "low share in frames.jsonl")
+    p.add_argument("--figures", metavar="LIST", type=_figures,
+                   help="driving figures in frames.jsonl: comma list of coverage, drivable, or "
+                   "none (default: coverage,drivable)")
+    p.add_argument("--roi", metavar="NAME=x0,y0,x1,y1", action="append",
+                   help="class shares inside a region (fractions of the frame) in frames.jsonl; "
+                   "repeatable")
+    p.add_argument("--draw-drivable", action="store_true", default=None,
+                   help="outline the drivable area on the overlay")
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -71,9 +102,25 @@ def _hw(text: str) -> tuple[int, int]:
     return h, w
 
 
+_FIGURES = ("coverage", "drivable")
+
+
+def _figures(text: str) -> dict[str, bool]:
+    """``--figures coverage,drivable`` | ``none`` -> {figure: on}."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return dict.fromkeys(_FIGURES, False)
+    bad = [n for n in names if n not in _FIGURES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of "
+                                         f"{', '.join(_FIGURES)}, or none")
+    return {n: n in names for n in _FIGURES}
+
+
 def load_run_config(args) -> RunConfig:
     overrides = {
-        "source": args.source, "output": args.output, "max_frames": args.max_frames,
+        "source": args.source, "output": args.output, "overwrite": args.overwrite,
+        "max_frames": args.max_frames,
         "model.path": args.model, "model.backend": args.backend, "model.device": args.device,
         "model.threads": args.threads, "model.input_size": args.input_size,
         "preprocess.resize": args.resize, "postprocess.filter": args.filter,
@@ -83,30 +130,26 @@ def load_run_config(args) -> RunConfig:
         "sinks.video_codec": args.codec,
         "sinks.masks": args.save_masks, "sinks.show": args.show,
         "sinks.video": False if args.no_video else None, "sinks.view": args.view,
+        "sinks.view_token": args.view_token,
+        "sinks.view_hosts": tuple(args.view_host) if args.view_host else None,
         "stream.reconnect_timeout": args.reconnect_timeout,
+        "temporal.smoothing": args.temporal, "confidence.save": args.save_confidence,
+        "figures.roi": args.roi, "overlay.draw_drivable": args.draw_drivable,
+        **{f"figures.{k}": v for k, v in (args.figures or {}).items()},
     }
     return load_dataclass(RunConfig, args.config, overrides)
 
 
-def prepare_output(output: str | None) -> Path:
-    """Create the run directory (default runs/<timestamp>/) and prove it is writable."""
+def output_dir(output: str | None) -> Path:
+    """The run directory: ``output``, or a new runs/<timestamp>[-N]/."""
     if output:
-        out = Path(output)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / stamp
-        n = 1
-        while out.exists():
-            out = Path("runs") / f"{stamp}-{n}"
-            n += 1
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
-        raise PermissionError(f"output directory {out} is not writable "
-                              f"({e.strerror or type(e).__name__})") from None
+        return Path(output)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / stamp
+    n = 1
+    while out.exists():
+        out = Path("runs") / f"{stamp}-{n}"
+        n += 1
     return out
 
 
@@ -119,18 +162,31 @@ def load_segmenter(cfg: RunConfig):
     seg = load(m.path or None, m.backend, m.device, filter_mode=cfg.postprocess.filter,
                resize=cfg.preprocess.resize, remap=cfg.postprocess.remap,
                input_size=m.input_size, overlay_alpha=cfg.overlay.alpha, threads=m.threads,
-               fp16=m.fp16, cuda_graphs=m.cuda_graphs)
+               fp16=m.fp16, cuda_graphs=m.cuda_graphs, temporal=cfg.temporal.smoothing,
+               scene_cut=cfg.temporal.scene_cut, confidence=cfg.confidence.wanted)
     return seg, model_path(m.path or None, m.backend)
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):
-    from .publish.sinks import ImageSink, JsonlSink, MaskSink, VideoSink, WindowSink
+    from .publish.sinks import (
+        ConfidenceSink,
+        ImageSink,
+        JsonlSink,
+        MaskSink,
+        VideoSink,
+        WindowSink,
+    )
     from .publish.view import ViewSink
 
     sinks = []
     if cfg.sinks.view:        # first: a busy port fails before any writer process starts
-        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps)
-        print(f"drivesegrt: live view at {view.url}", file=sys.stderr, flush=True)
+        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
+                        hosts=cfg.sinks.view_hosts)
+        print(f"drivesegrt: live view at {view.url}"
+              + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr,
+              flush=True)
+        if view.exposure_warning:
+            print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
         sinks.append(view)
     depth = cfg.pipeline.writer_queue
     if source.kind == "images":
@@ -142,6 +198,8 @@ def make_sinks(cfg: RunConfig, out: Path, source):
                                cfg.sinks.video_crf, depth))
     if cfg.sinks.masks:
         sinks.append(MaskSink(out / "masks", depth))
+    if cfg.confidence.save:
+        sinks.append(ConfidenceSink(out / "confidence", depth))
     if cfg.sinks.show:
         reason = WindowSink.unavailable_reason()
         if reason:
@@ -152,11 +210,35 @@ def make_sinks(cfg: RunConfig, out: Path, source):
     return sinks, jsonl
 
 
-class _SignalStop:
-    """SIGINT/SIGTERM -> pipeline.stop() (drain and finalize); a second signal aborts."""
+def make_figures(cfg: RunConfig, seg):
+    """The run's DrivingFigures, or None when no figure is asked for."""
+    from .publish.driving import DrivingFigures
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
+    f = cfg.figures
+    if not (f.wanted or cfg.confidence.wanted):
+        return None
+    return DrivingFigures(seg.class_names, f.coverage, f.drivable, f.drivable_classes,
+                          f.center_band, f.polygon_tolerance, f.regions(),
+                          cfg.confidence.low_threshold, cfg.overlay.draw_drivable)
+
+
+def make_continuity(cfg: RunConfig, seg, source):
+    """Where the source has gaps, for ``seg``'s temporal smoothing (None without it)."""
+    from .infer.temporal import Continuity
+
+    if seg.temporal is None:
+        return None
+    return Continuity(source.fps, cfg.temporal.max_gap_s)
+
+
+class _SignalStop:
+    """SIGINT/SIGTERM -> drain and finalize, exit 130. Installed before anything is opened or
+    loaded, so a signal during start-up is not the default SIGTERM death (exit 143): the
+    pipeline is then stopped before its first frame and the (empty) outputs are finalized. A
+    second signal aborts (during start-up: at once, exit 130)."""
+
+    def __init__(self):
+        self.pipeline = None
         self.signum: int | None = None
         self._old = {}
 
@@ -166,12 +248,25 @@ class _SignalStop:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, _frame):
+    def attach(self, pipeline) -> None:
+        self.pipeline = pipeline
         if self.signum is not None:
-            self.pipeline.abort()
+            pipeline.stop()
+
+    def _handle(self, signum, _frame):
+        again = self.signum is not None
         self.signum = signum
-        print(f"\ndrivesegrt: {signal.Signals(signum).name}: draining and finalizing outputs "
-              f"(again to abort)", file=sys.stderr)
+        name = signal.Signals(signum).name
+        if self.pipeline is None:
+            if again:
+                raise KeyboardInterrupt
+            print(f"\ndrivesegrt: {name} during start-up: stopping before the first frame "
+                  f"(again to abort)", file=sys.stderr)
+            return
+        if again:
+            self.pipeline.abort()
+        print(f"\ndrivesegrt: {name}: draining and finalizing outputs (again to abort)",
+              file=sys.stderr)
         self.pipeline.stop()
 
     def __exit__(self, *exc):
@@ -183,15 +278,38 @@ def main(args) -> int:
     """``drivesegrt run``: the summary table on stdout, the exit code of the README."""
     from .capture import quiet_decoder_logs
 
-    cfg = load_run_config(args)
-    if not args.verbose:
-        quiet_decoder_logs()
-    summary, code = execute(cfg)
-    print_summary(summary)
+    with _SignalStop() as signals:            # first: even the config may block (a FIFO)
+        cfg = load_run_config(args)
+        if not args.verbose:
+            quiet_decoder_logs()
+        summary, code = execute(cfg, signals=signals)
+    try:
+        print_summary(summary)
+        sys.stdout.flush()
+    except OSError as e:           # stdout is a full disk or a closed pipe: outputs are done
+        _stdout_to_devnull()
+        print(f"drivesegrt: error: cannot write the summary to stdout ({e.strerror or e}); "
+              f"outputs are finalized in {summary['output_dir']}", file=sys.stderr)
+        code = code or 1           # work was done; an interrupted run stays 130
+    if summary["frames_corrupt"]:
+        print(f"drivesegrt: warning: {summary['source']['spec']}: {summary['frames_corrupt']} "
+              f"corrupt frame(s) could not be decoded and were skipped (frames_corrupt in "
+              f"summary.json)", file=sys.stderr)
     if summary["error"] is not None:
+        video = summary["outputs"].get("video", {})
+        kept = (f"; overlay.mp4 keeps its first {video['frames_kept']} frames"
+                if "frames_kept" in video else "")
         print(f"drivesegrt: error: {summary['error']} (outputs written so far are finalized in "
-              f"{summary['output_dir']})", file=sys.stderr)
+              f"{summary['output_dir']}{kept})", file=sys.stderr)
     return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush of what is still buffered
+    cannot fail again (it would print a traceback-like report and exit 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run(source: str | None = None, output: str | None = None, config: str | None = None,
@@ -199,7 +317,8 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     """Python form of ``drivesegrt run``: the same outputs in ``output``; returns summary.json's
     dict (its ``error`` says what stopped a run early). ``options`` are the CLI's long flags
     with underscores (``model="camvid"``, ``backend="openvino"``, ``max_frames=100``,
-    ``save_masks=True``, ...). Bad input raises ValueError/FileNotFoundError naming it."""
+    ``save_masks=True``, ``overwrite=True``, ...). Bad input raises ValueError/FileNotFoundError
+    naming it."""
     parser = argparse.ArgumentParser(prog="drivesegrt.run")
     add_arguments(parser)
     args = parser.parse_args([])
@@ -212,70 +331,102 @@ def run(source: str | None = None, output: str | None = None, config: str | None
     return summary
 
 
-def execute(cfg: RunConfig, progress: bool = True) -> tuple[dict, int]:
+def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None = None,
+            segmenter=None) -> tuple[dict, int]:
     """Run ``cfg`` to the end: (summary.json's dict, exit code 0 | 1 | 130). Ctrl-C/SIGTERM
-    drain and finalize; bad input raises before any output exists."""
+    drain and finalize (``signals``: handlers already installed by the caller); bad input
+    raises before any frame is processed; a failure after that is exit code 1, never an
+    exception. ``segmenter``: one already loaded for ``cfg.model`` (``load_segmenter(cfg)``),
+    used and left open (a batch worker runs many drives on one engine); None loads and closes
+    one."""
+    if signals is None:
+        with _SignalStop() as own:
+            return execute(cfg, progress, own, segmenter)
     from .capture import open_source
     from .capture.reconnect import Backoff
-    from .files import write_json
     from .pipeline import InferenceError, Pipeline
     from .publish.overlay import Overlay
+    from .publish.rundir import RunDir, describe_holder
     from .publish.sinks import OutputError
 
     source = open_source(cfg.source, cfg.stream.reconnect_timeout,
                          Backoff(cfg.stream.backoff_initial, cfg.stream.backoff_max))
-    seg = None
+    seg = rundir = None
     try:
-        seg, model_path = load_segmenter(cfg)
-        out = prepare_output(cfg.output)
+        if segmenter is None:
+            seg, model_path = load_segmenter(cfg)
+        else:
+            from .infer.build import model_path as path_of
+
+            seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
+            seg.reset()          # the first frame does not follow the last run's last frame
+        figures = make_figures(cfg, seg)
+        rundir = RunDir.claim(output_dir(cfg.output), cfg.overwrite)
+        out = rundir.path
+        if rundir.stale_holder:
+            print(f"drivesegrt: taking over {out} from a run that is gone "
+                  f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
         sinks, jsonl = make_sinks(cfg, out, source)
         overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha, cfg.overlay.legend,
                           cfg.overlay.hud)
         bar = _progress(source, cfg.max_frames) if progress else None
         pipeline = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
-                            cfg.max_frames, on_frame=bar.update if bar else None)
+                            cfg.max_frames, on_frame=_ticker(bar),
+                            figures=figures, continuity=make_continuity(cfg, seg, source))
         for sink in sinks:
             if sink.name == "view":
                 sink.set_counters(pipeline.counters)
-        # Handlers stay installed until summary.json is written: a signal during
-        # finalization still ends with complete outputs and exit code 130.
-        with _SignalStop(pipeline) as sig:
-            error = None
+        signals.attach(pipeline)             # stops it at once after a signal in start-up
+        error = None
+        try:
+            pipeline.run()
+        except (OutputError, InferenceError) as e:     # outputs are finalized by now
+            error = e
+        finally:
+            if bar is not None:              # (a tqdm without a total has no truth value)
+                bar.close()
+        if rundir.gone():                    # the root cause of any write error that followed
+            error = OutputError(f"run directory {out} was removed during the run; its "
+                                f"outputs are lost")
+        summary = {**pipeline.summary(),
+                   "source": source.describe(),
+                   "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
+                             "device": seg.engine.spec.device, "arch": seg.meta.arch,
+                             "precision": seg.engine.spec.precision,
+                             "input_size": list(seg.input_size),
+                             "classes": list(seg.class_names),
+                             "filter": seg.filter_mode, "resize": seg.resize,
+                             "temporal": None if seg.temporal is None else str(seg.temporal)},
+                   "outputs": {s.name: s.describe() for s in sinks},
+                   "output_dir": str(out),
+                   "error": None if error is None else str(error),
+                   "config": to_dict(cfg)}
+        if not rundir.gone():
             try:
-                pipeline.run()
-            except (OutputError, InferenceError) as e:     # outputs are finalized by now
-                error = e
-            finally:
-                if bar:
-                    bar.close()
-            summary = {**pipeline.summary(),
-                       "source": source.describe(),
-                       "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
-                                 "device": seg.engine.spec.device, "arch": seg.meta.arch,
-                                 "precision": seg.engine.spec.precision,
-                                 "input_size": list(seg.input_size),
-                                 "classes": list(seg.class_names),
-                                 "filter": seg.filter_mode, "resize": seg.resize},
-                       "outputs": {s.name: s.describe() for s in sinks},
-                       "output_dir": str(out),
-                       "error": None if error is None else str(error),
-                       "config": to_dict(cfg)}
-            try:
-                write_json(out / "summary.json", summary)
-            except OSError:
-                if error is None:
-                    raise                      # the disk may be the very thing that is full
+                rundir.write_summary(summary)
+            except OSError as e:
+                error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
+                summary["error"] = str(error)
     finally:
+        if rundir is not None:
+            rundir.release()
         source.close()
-        if seg is not None:
+        if seg is not None and segmenter is None:      # only the one loaded here
             seg.close()
             seg.engine.close()
     if error is not None:
         return summary, 1
-    return summary, 130 if sig.signum is not None else 0
+    return summary, 130 if signals.signum is not None else 0
+
+
+def _ticker(bar):
+    """The pipeline's per-frame callback for ``bar`` (None: no bar): one step per frame."""
+    return None if bar is None else (lambda _frame: bar.update(1))
 
 
 def _progress(source, max_frames):
+    """A progress bar for recorded sources; without a total (a count and a rate) when the
+    length is unknown (raw streams, ``synthetic:?frames=0``)."""
     if source.live:
         return None
     from tqdm import tqdm
@@ -294,7 +445,8 @@ def print_summary(s: dict) -> None:
     print(f"model    {m['path']} ({m['arch']}, {m['backend']}/{m['device']}, input "
           f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
     print(f"frames   in {s['frames_in']}  out {s['frames_out']}  dropped {s['frames_dropped']}"
-          f"  failed {s['frames_failed']}  reconnects {s['reconnects']}"
+          f"  failed {s['frames_failed']}  corrupt {s['frames_corrupt']}"
+          f"  reconnects {s['reconnects']}"
           + (f" (outage {s['outage_s']:.1f} s)" if s["outage_s"] else "")
           + ("  (interrupted)" if s["interrupted"] else ""))
     if s["end_reason"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -89,6 +90,27 @@ def tiny_onnx(path: Path, name: str = "mobileseg", input_size=TINY_SIZE,
     from drivesegrt.deploy.export import export_onnx
 
     export_onnx(*tiny_model(name, input_size=input_size), path, **export_options)
+    return path
+
+
+def logits_onnx(path: Path, logits: np.ndarray, input_size=(8, 12),
+                labels: LabelSet = CAMVID11) -> Path:
+    """An ONNX model (with drivesegrt metadata) that answers every (1, H, W, 3) uint8 frame
+    batch with the fixed (1, C, h, w) float32 ``logits``: known scores through a real engine."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from drivesegrt.deploy.onnx_meta import write_meta
+
+    logits = np.asarray(logits, np.float32)
+    x = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, *input_size, 3])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(logits.shape))
+    node = helper.make_node("Constant", [], ["logits"], value=numpy_helper.from_array(logits))
+    model = helper.make_model(helper.make_graph([node], "fixed_logits", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_meta(model, ModelMeta.for_label_set("fixed", labels, input_size=tuple(input_size),
+                                              input_format="uint8_nhwc_bgr"))
+    onnx.save(model, str(path))
     return path
 
 
@@ -221,6 +243,27 @@ def video_info(path: Path) -> tuple[int, int, int]:
     return n, *size
 
 
+def damaged_copy(src: Path, dst: Path, at: float = 0.5, nbytes: int = 200_000,
+                 seed: int = 0) -> Path:
+    """A copy of ``src`` with ``nbytes`` seeded random bytes written over it at fraction
+    ``at`` of its length (a damaged recording: the container is intact, frames are not)."""
+    data = bytearray(Path(src).read_bytes())
+    start = int(len(data) * at)
+    data[start:start + nbytes] = np.random.default_rng(seed).bytes(nbytes)[:len(data) - start]
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def ffmpeg_frame_md5s(path: Path) -> list[str]:
+    """MD5 of every frame the ffmpeg program decodes from ``path``'s first video stream, as
+    BGR24 (the reference for "every decodable frame, in order")."""
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-i", str(path),
+                          "-map", "0:v:0", "-pix_fmt", "bgr24", "-f", "framemd5", "-"],
+                         capture_output=True, text=True, timeout=120).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines()
+            if line and not line.startswith("#")]
+
+
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -241,6 +284,13 @@ def _cli(*args) -> tuple[list[str], dict]:
     """Command line and environment of ``python -m drivesegrt ARGS`` from this checkout."""
     return ([sys.executable, "-m", "drivesegrt", *map(str, args)],
             dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def run_args(model, config, source, out, *more) -> tuple:
+    """``drivesegrt run`` arguments on the torch backend: ``model`` (a tiny checkpoint),
+    ``config`` (e.g. one engine thread), ``source`` into run directory ``out``."""
+    return ("run", "--backend", "torch", "--source", source, "--model", model,
+            "--config", config, "--output", out, *more)
 
 
 def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -306,6 +356,11 @@ class LiveRun:
             time.sleep(0.05)
         raise TimeoutError(f"{count} < {n} frames published (rc={self.proc.poll()}): "
                            f"{self.stderr}")
+
+    def interrupt(self, signum: int = signal.SIGINT, timeout: float = 120) -> int:
+        """Send ``signum``, then wait for the exit; returns the exit code."""
+        self.proc.send_signal(signum)
+        return self.finish(timeout)
 
     def finish(self, timeout: float = 120) -> int:
         """Wait for the exit; returns the exit code (stdout/stderr collected)."""

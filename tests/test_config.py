@@ -67,7 +67,7 @@ def test_remap_choices_are_the_label_sets():
     ({"overlay": {"alpha": 1.5}}, "config key 'overlay.alpha': must be in [0, 1], got 1.5"),
     ({"sinks": {"vidoe": True}},
      "unknown config key sinks.'vidoe'; allowed keys: video, video_codec, video_preset, "
-     "video_crf, images, masks, show, jsonl, view, view_fps"),
+     "video_crf, images, masks, show, jsonl, view, view_fps, view_token, view_hosts"),
     ({"sinks": {"video": "yes"}}, "config key 'sinks.video': expected true or false, got 'yes'"),
     ({"sinks": {"video_crf": 52}}, "config key 'sinks.video_crf': must be 0..51, got 52"),
     ({"pipeline": {"queue_size": 0}}, "config key 'pipeline.queue_size': must be >= 1, got 0"),

@@ -23,6 +23,7 @@ ALLOWED = {
     "train": VOCAB | {"config", "data", "engines", "infer", "models"},
     "bench": VOCAB | {"deploy", "engines", "infer", "models"},
     "run": VOCAB | {"capture", "config", "infer", "pipeline", "publish"},
+    "batch": VOCAB | {"capture", "config", "infer", "pipeline", "publish", "run"},
 }
 
 

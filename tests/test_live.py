@@ -26,6 +26,7 @@ from helpers import (
     needs_ffmpeg,
     read_jsonl,
     read_summary,
+    run_args,
     run_cli,
     tiny_checkpoint,
     video_info,
@@ -53,12 +54,6 @@ def model(tmp_path_factory):
 def server(shared_data):
     with ReplayServer(HIGHWAY_CLIP, free_port()) as srv:
         yield srv
-
-
-def run_args(model, config, source, out, *more):
-    """``drivesegrt run`` on the torch backend: the tiny checkpoint, one engine thread."""
-    return ("run", "--backend", "torch", "--source", source, "--model", model,
-            "--config", config, "--output", out, *more)
 
 
 def assert_accounted(s):
@@ -268,7 +263,8 @@ def test_output_disk_full_mid_run(shared_data, tmp_path, model, one_thread_confi
     masks.mkdir(parents=True)
     mounted = _mount_tiny_tmpfs(masks)
     try:
-        run = LiveRun(*run_args(model, one_thread_config, str(HIGHWAY_CLIP), out, "--save-masks"))
+        run = LiveRun(*run_args(model, one_thread_config, str(HIGHWAY_CLIP), out, "--save-masks",
+                                "--overwrite"))                  # masks/ is the mount point
         if not mounted:
             while run.proc.poll() is None and len(list(masks.iterdir())) < 5:
                 time.sleep(0.05)

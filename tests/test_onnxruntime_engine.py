@@ -48,15 +48,22 @@ def test_labels_engine_takes_uint8_frames(exported):
         eng.infer(np.zeros((1, 3, 64, 96), np.float32))
 
 
-def test_cuda_request_without_cuda_ep_falls_back_to_cpu(exported):
+def test_cuda_request_without_cuda_ep_is_refused(exported):
+    """No silent CPU fallback: asking for CUDA where this onnxruntime cannot provide it is
+    bad input naming the backend and the device."""
     import onnxruntime as ort
 
     _, _, d = exported
-    eng = load_engine("onnxruntime", d / "logits.onnx", device="cuda")
     if "CUDAExecutionProvider" in ort.get_available_providers():
+        eng = load_engine("onnxruntime", d / "logits.onnx", device="cuda")
         assert eng.spec.providers[0] == "CUDAExecutionProvider"
-    else:
-        assert eng.spec.providers == ("CPUExecutionProvider",) and eng.spec.device == "cpu"
+        return
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError) as e:
+            load_engine("onnxruntime", d / "logits.onnx", device=device)
+        assert str(e.value) == (f"backend onnxruntime cannot run on device {device!r}: this "
+                                f"onnxruntime build has no CUDA execution provider (install "
+                                f"onnxruntime-gpu, or use --device cpu)")
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

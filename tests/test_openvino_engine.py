@@ -62,7 +62,7 @@ def test_cuda_is_refused_by_name(exported):
     """File errors (missing, corrupt, no metadata, unknown options) are tested for both ONNX
     backends in test_onnxruntime_engine.py."""
     _, _, d = exported
-    with pytest.raises(ValueError, match="'cuda' is not supported"):
+    with pytest.raises(ValueError, match="backend openvino cannot run on device 'cuda': cpu only"):
         load_engine("openvino", d / "logits.onnx", device="cuda")
 
 

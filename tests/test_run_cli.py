@@ -1,7 +1,17 @@
 """`drivesegrt run` end to end on real files, bad inputs, truncated video, SIGTERM."""
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import re
+import select
 import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
 
 import cv2
 import numpy as np
@@ -10,8 +20,11 @@ from helpers import (
     CAMVID,
     CAMVID_CLIP,
     HIGHWAY_CLIP,
+    ROOT,
     LiveRun,
     cli_main,
+    damaged_copy,
+    ffmpeg_frame_md5s,
     read_jsonl,
     read_summary,
     run_cli,
@@ -194,6 +207,76 @@ def test_sigterm_drains_and_finalizes(shared_data, tmp_path, model, one_thread_c
     assert s["interrupted"] and 0 < s["frames_out"] < 221
     assert s["frames_in"] == s["frames_out"]
     assert video_info(out / "overlay.mp4") == (s["frames_out"], 960, 540)
+
+
+def test_damaged_video_publishes_every_decodable_frame(shared_data, tmp_path, one_thread_config):
+    """The issue's case: 200 KB overwritten at 50 % of the highway clip. OpenCV's reader gave
+    up at frame 111 (exit 0, no word); now every frame FFmpeg decodes is published in order,
+    the rest counted in frames_corrupt and named in one line at the end."""
+    damaged = damaged_copy(HIGHWAY_CLIP, tmp_path / "damaged.mp4")
+    decodable = len(ffmpeg_frame_md5s(damaged))
+    assert 150 < decodable < 221
+    out = tmp_path / "run"
+    r = run_cli("run", "--source", damaged, "--output", out, "--config", one_thread_config)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"drivesegrt: warning: {damaged}: {221 - decodable} corrupt frame(s) could "
+                        f"not be decoded and were skipped (frames_corrupt in summary.json)\n")
+    s = read_summary(out)
+    assert (s["frames_in"], s["frames_out"], s["frames_corrupt"]) == (decodable, decodable,
+                                                                      221 - decodable)
+    assert [rec["index"] for rec in read_jsonl(out / "frames.jsonl")] == list(range(decodable))
+    assert video_info(out / "overlay.mp4") == (decodable, 960, 540)
+    assert f"corrupt {221 - decodable}" in r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_endless_source_on_a_terminal_shows_a_bar_without_total(tmp_path):
+    """``synthetic:?frames=0`` (endless) with stderr on a terminal: the progress bar has no
+    total (a tqdm without one has no truth value: the run crashed at start), the run goes on
+    until Ctrl-C, then finalizes."""
+    out = tmp_path / "run"
+    cmd, env = [sys.executable, "-m", "drivesegrt", "run", "--source",
+                "synthetic:?w=64&h=48&frames=0", "--output", str(out)], dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    controller, terminal = pty.openpty()
+    # 24 x 100 characters: a new pty has 0 columns, and tqdm fits its bar into none.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=terminal, stdout=terminal,
+                            stderr=terminal)
+    os.close(terminal)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 90
+        jsonl = out / "frames.jsonl"
+        while not (jsonl.exists() and jsonl.read_text().count("\n") >= 5):   # running
+            screen += _read_terminal(controller)
+            assert time.monotonic() < deadline and proc.poll() is None, screen.decode()
+        proc.send_signal(signal.SIGINT)
+        while proc.poll() is None:
+            screen += _read_terminal(controller)
+        screen += _read_terminal(controller)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    text = screen.decode(errors="replace")
+    assert rc == 130, text
+    assert "Traceback" not in text
+    assert re.search(r"drivesegrt run: \d+frame", text)       # a count, no "n/total"
+    s = read_summary(out)
+    assert s["interrupted"] and s["frames_out"] == s["frames_in"] > 0
+    assert len(read_jsonl(out / "frames.jsonl")) == s["frames_out"]
+    assert video_info(out / "overlay.mp4") == (s["frames_out"], 64, 48)
+
+
+def _read_terminal(fd: int) -> bytes:
+    """What the terminal shows within 0.2 s (b"" once it closed with the process)."""
+    try:
+        return os.read(fd, 65536) if select.select([fd], [], [], 0.2)[0] else b""
+    except OSError:                          # EIO: no process holds the terminal any more
+        return b""
 
 
 def test_bundled_cityscapes_model_end_to_end_with_its_19_class_legend(shared_data, tmp_path,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import signal
 import socket
 import threading
@@ -18,9 +19,36 @@ from helpers import LiveRun, cli_main, published_frame, read_summary, tiny_check
 from drivesegrt.publish.view import BOUNDARY, ViewSink, parse_address
 
 
-def get(url: str, timeout: float = 10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def get(url: str, timeout: float = 10, headers: dict | None = None):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=timeout) as r:
         return r.headers, r.read()
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
+    """Send ``request`` on a fresh TCP connection to 127.0.0.1 and read until the server
+    closes it: the raw response (status line, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def headers_of(response: bytes) -> dict[str, str]:
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head)}
+
+
+def request(path: str = "/", host: str | None = "127.0.0.1", *extra: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", *([f"Host: {host}"] if host is not None else []),
+             *extra, "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def mjpeg_parts(url: str, n: int, timeout: float = 10) -> list[bytes]:
@@ -94,6 +122,143 @@ def test_view_serves_page_stats_and_mjpeg_and_encodes_only_while_watched():
     assert view.describe()["clients_served"] == 1
 
 
+@pytest.fixture
+def view():
+    v = ViewSink("http://127.0.0.1:0", hosts=("cam.example",))
+    v.write(published_frame(0))
+    yield v
+    v.close()
+
+
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1", 200), ("localhost", 200), ("LOCALHOST.:{port}", 200), ("[::1]:{port}", 200),
+    ("192.168.1.20:{port}", 200), ("cam.example:{port}", 200),      # an address; an allowed name
+    ("rebind.attacker.example:{port}", 403), ("localhost.attacker.example", 403), (None, 403)])
+def test_view_checks_the_host_header(view, host, status):
+    """DNS rebinding: a page on attacker.example whose name now resolves to 127.0.0.1 sends
+    its own name as Host; the view answers only to names that are its own."""
+    host = None if host is None else host.format(port=view.port)
+    for path in ("/", "/stats.json", "/stream.mjpg"):
+        if status == 200 and path == "/stream.mjpg":
+            continue                                  # endless; its 403 case is what matters
+        assert status_of(raw_exchange(view.port, request(path, host))) == status, (host, path)
+
+
+def test_view_token_is_required_in_the_query_or_a_bearer_header():
+    v = ViewSink("http://127.0.0.1:0", token="s3cret-token")
+    try:
+        v.write(published_frame(0))
+        for path in ("/", "/stats.json", "/stream.mjpg", "/stats.json?token=wrong"):
+            r = raw_exchange(v.port, request(path))
+            assert status_of(r) == 401, path
+            assert headers_of(r)["www-authenticate"].startswith("Bearer")
+        r = raw_exchange(v.port, request("/stats.json", "127.0.0.1",
+                                         "Authorization: Bearer not-it"))
+        assert status_of(r) == 401
+        _, page = get(v.url + "?token=s3cret-token")
+        assert b"location.search" in page                    # it passes the token along
+        _, body = get(v.url + "stats.json", headers={"Authorization": "Bearer s3cret-token"})
+        assert json.loads(body)["frames_out"] == 1
+        parts = []
+        feeder = threading.Thread(target=lambda: [v.write(published_frame(i)) or time.sleep(0.05)
+                                                  for i in range(1, 40)])
+        feeder.start()
+        try:
+            parts = mjpeg_parts(v.url + "stream.mjpg?token=s3cret-token", 1)
+        finally:
+            feeder.join()
+        assert cv2.imdecode(np.frombuffer(parts[0], np.uint8), cv2.IMREAD_COLOR) is not None
+    finally:
+        v.close()
+
+
+def test_view_headers_carry_no_version(view):
+    for r in (raw_exchange(view.port, request("/")),
+              raw_exchange(view.port, request("/nope")),
+              raw_exchange(view.port, request("/", "evil.example"))):
+        head = r.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        assert headers_of(r)["server"] == "drivesegrt-view", head
+        assert "Python" not in head and "/3." not in head
+
+
+def test_view_partial_request_times_out():
+    """Slowloris: a request whose headers never end, trickled a line at a time, is cut off
+    at the request deadline (not only after a silent read), and its thread is freed."""
+    v = ViewSink("http://127.0.0.1:0", request_timeout=1.0)
+    try:
+        with socket.create_connection(("127.0.0.1", v.port), timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 20:
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")          # never the blank line
+                except OSError:
+                    closed = True
+                    break
+                s.settimeout(0.2)
+                try:
+                    if s.recv(4096) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            assert closed, "the server kept a never-ending request open"
+        assert status_of(raw_exchange(v.port, request("/"))) == 200     # still serving
+    finally:
+        v.close()
+
+
+def test_view_caps_connections_and_answers_503_beyond():
+    v = ViewSink("http://127.0.0.1:0", request_timeout=30, max_connections=3)
+    held = []
+    try:
+        for _ in range(3):                                   # three slow clients hold a slot each
+            s = socket.create_connection(("127.0.0.1", v.port), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            held.append(s)
+        time.sleep(0.3)                                      # let the server accept them
+        threads = threading.active_count()
+        r = raw_exchange(v.port, request("/"))
+        assert status_of(r) == 503 and b"too many connections" in r
+        assert headers_of(r)["server"] == "drivesegrt-view"
+        assert threading.active_count() == threads          # refused without a thread
+        for s in held:
+            s.close()
+        held.clear()
+        deadline = time.monotonic() + 10                     # slots free once they are gone
+        while status_of(raw_exchange(v.port, request("/"))) != 200:
+            assert time.monotonic() < deadline, "slots never freed"
+            time.sleep(0.1)
+    finally:
+        for s in held:
+            s.close()
+        v.close()
+
+
+def test_view_beyond_loopback_warns(tmp_path, capsys):
+    """Listening on every interface (0.0.0.0) says so on stderr, with what to do; with a token
+    the warning says the token travels in the clear. Only 127.0.0.1 is talked to here."""
+    model = tiny_checkpoint(tmp_path / "m.pt", input_size=(96, 128))
+    rc = cli_main("run", "--backend", "torch", "--source", "synthetic:?frames=2&w=160&h=120",
+                  "--model", model, "--output", tmp_path / "o", "--no-video",
+                  "--view", "http://0.0.0.0:0")
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert re.search(r"drivesegrt: warning: the live view listens on 0\.0\.0\.0:\d+, reachable "
+                     r"from the network over plain HTTP: anyone who can reach it sees the "
+                     r"camera; set --view-token\n", err), err
+    v = ViewSink("http://0.0.0.0:0", token="t0k")
+    try:
+        assert v.exposure_warning.endswith("plain HTTP: the token travels unencrypted")
+        assert status_of(raw_exchange(v.port, request("/"))) == 401
+    finally:
+        v.close()
+    loopback = ViewSink("http://127.0.0.1:0")
+    loopback.close()
+    assert loopback.exposure_warning is None
+
+
 def test_view_port_in_use_is_a_one_line_error(tmp_path, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -113,19 +278,21 @@ def test_view_port_in_use_is_a_one_line_error(tmp_path, capsys):
 @pytest.mark.skipif(importlib.util.find_spec("websocket") is None,
                     reason="websocket-client not installed (pip install -e '.[dev]')")
 def test_live_view_in_headless_chromium(tmp_path, one_thread_config):
-    """`drivesegrt run --view` on a live source; Chromium loads the page, the overlay image
+    """`drivesegrt run --view --view-token` on a live source; Chromium loads the page with the
+    token in its URL (the page passes it on to the stream and the stats), the overlay image
     updates and the stats change; a screenshot is saved in the test's tmp dir."""
     model = tiny_checkpoint(tmp_path / "tiny.pt", input_size=(96, 128))
     out = tmp_path / "run"
     run = LiveRun("run", "--backend", "torch", "--source",
                   "synthetic:?w=640&h=360&fps=12&frames=0&live=1", "--model", model,
                   "--config", one_thread_config, "--output", out, "--no-video",
-                  "--view", "http://127.0.0.1:0")
+                  "--view", "http://127.0.0.1:0", "--view-token", "t0k-chromium")
     try:
         line = run.wait_for_line("live view at http://127.0.0.1:")
-        url = line.split("live view at ")[1].strip()
+        assert line.endswith(" (token required)")
+        url = line.split("live view at ")[1].split()[0]
         with Chromium(tmp_path) as browser:
-            browser.navigate(url)
+            browser.navigate(url + "?token=t0k-chromium")
             first = browser.wait_for(PAGE_STATE, timeout=60)
             assert first["width"] == 640 and first["height"] == 360
             later = browser.wait_for(

@@ -28,8 +28,9 @@ def run_pipeline(source: str, model: str, backend: str, out_dir: Path,
     """Run ``drivesegrt run`` and return its summary.json plus ``peak_rss_mib`` and the CPU
     time it used (``cpu_s``, ``cpu_ms_per_frame``: all threads and child processes)."""
     out_dir = Path(out_dir)
+    # --overwrite: the run directory is the benchmark's own, replaced on every bench run
     cmd = [sys.executable, "-m", "drivesegrt", "run", "--source", source, "--model", str(model),
-           "--backend", backend, "--output", str(out_dir)]
+           "--backend", backend, "--output", str(out_dir), "--overwrite"]
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
     cmd += extra or []

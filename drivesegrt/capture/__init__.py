@@ -58,10 +58,15 @@ def open_source(spec: str, reconnect_timeout: float | None = None,
         if spec.startswith("/dev/") and not Path(spec).exists():
             raise ValueError(f"camera {spec} does not open (no such device)")
         return CaptureSource(spec, "camera", reconnect_timeout, backoff)
-    scheme = urlsplit(spec).scheme.lower()
+    try:
+        url = urlsplit(spec)
+        url.port                              # parses host and port: "[::1", ":x" fail here
+    except ValueError as e:
+        raise ValueError(f"malformed source URL {spec!r} ({e})") from None
+    scheme = url.scheme.lower()
     if "://" in spec:
         if scheme == "file":
-            return open_source(urlsplit(spec).path, reconnect_timeout, backoff)
+            return open_source(url.path, reconnect_timeout, backoff)
         if scheme not in STREAM_SCHEMES:
             raise ValueError(f"unsupported stream scheme {scheme!r}; allowed: "
                              f"{', '.join(STREAM_SCHEMES)}")

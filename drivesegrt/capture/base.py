@@ -1,7 +1,7 @@
 """The Source interface: a blocking frame reader (``read() -> Frame | None``; None = end).
 
 What the capture stage and the pipeline read from any source is declared here: kind, live,
-fps, size, frame_count, and the counters summary.json reports (frames_read, frames_failed,
+fps, size, frame_count, and the counters summary.json reports (frames_read, frames_corrupt,
 reconnects, outage_s, end_reason, size_changes). Sources that never reconnect or fail keep
 the defaults.
 """
@@ -28,8 +28,9 @@ class Source(ABC):
     size: tuple[int, int] = (0, 0)   # (width, height) of the first frame
     frame_count: int | None = None   # recorded sources: frames expected, when known
     # What summary.json reports of every source (defaults: a source that never fails or
-    # reconnects). Cameras and streams count outages; image folders count unreadable files.
-    frames_failed: int = 0           # frames the source could not decode (skipped)
+    # reconnects). Cameras and streams count outages; image folders count unreadable files,
+    # video files the frames FFmpeg could not decode.
+    frames_corrupt: int = 0          # frames the source could not decode (skipped, never in frames_in)
     reconnects: int = 0              # times the stream was reopened after an outage
     outage_s: float = 0.0            # seconds spent without the stream
     end_reason: str | None = None    # why the source ended on its own before its end, if it did
@@ -92,6 +93,13 @@ def quiet_decoder_logs() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
+# Frame rates a source may declare: the overlay video is written at the source's rate, and
+# FFmpeg's muxers refuse time bases far outside this range.
+FPS_RANGE = (0.01, 1000.0)
+
+
 def _fps_or(value: float, default: float = 30.0) -> float:
-    return float(value) if value and math.isfinite(value) and 0 < value < 1000 else default
+    """``value`` when it is a usable frame rate (finite, within FPS_RANGE), else ``default``."""
+    value = float(value or 0)
+    return value if math.isfinite(value) and FPS_RANGE[0] <= value <= FPS_RANGE[1] else default
 

@@ -8,7 +8,9 @@ from urllib.parse import parse_qsl
 import cv2
 import numpy as np
 
-from .base import Source
+from .base import FPS_RANGE, Source
+
+MAX_SIDE = 8192          # w and h: a frame must fit in memory many times over (queues, sinks)
 
 
 class SyntheticSource(Source):
@@ -18,6 +20,9 @@ class SyntheticSource(Source):
 
     kind = "synthetic"
     OPTIONS = {"w": 960, "h": 540, "fps": 30.0, "frames": 300, "live": 0, "seed": 0}
+    # Allowed values (inclusive; None: no upper bound). frames=0 is endless.
+    RANGES = {"w": (32, MAX_SIDE), "h": (32, MAX_SIDE), "fps": FPS_RANGE, "frames": (0, None),
+              "live": (0, 1), "seed": (0, None)}
 
     def __init__(self, spec: str):
         super().__init__(spec)
@@ -29,9 +34,12 @@ class SyntheticSource(Source):
             try:
                 opts[key] = type(self.OPTIONS[key])(float(value) if key == "fps" else int(value))
             except ValueError:
-                raise ValueError(f"synthetic: option {key}={value!r} is not a number") from None
-        if opts["w"] < 32 or opts["h"] < 32 or opts["fps"] <= 0 or opts["frames"] < 0:
-            raise ValueError("synthetic: need w, h >= 32, fps > 0, frames >= 0 (0 = endless)")
+                kind = "a number" if key == "fps" else "an integer"
+                raise ValueError(f"synthetic: option {key}={value!r} is not {kind}") from None
+        for key, (lo, hi) in self.RANGES.items():
+            if not (lo <= opts[key] and (hi is None or opts[key] <= hi)):   # False for nan too
+                raise ValueError(f"synthetic: option {key}={opts[key]} is out of range "
+                                 f"({lo}..{'' if hi is None else hi})")
         self.size = (opts["w"], opts["h"])
         self.fps = opts["fps"]
         self.live = bool(opts["live"])

@@ -21,13 +21,19 @@ def camvid_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     for d in (img_dir, ann_dir):
         if not d.is_dir():
             raise FileNotFoundError(f"CamVid folder not found: {d}")
+    return pairs_by_stem(img_dir, ann_dir)
+
+
+def pairs_by_stem(img_dir: Path, ann_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, label) paths of two folders whose files share stems, in name order; errors
+    name the missing/mismatched file."""
     images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     labels = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not images:
         raise ValueError(f"{img_dir}: no images")
     if len(images) != len(labels):
-        raise ValueError(f"{root}: {len(images)} images in {img_dir.name}/ but {len(labels)} "
-                         f"labels in {ann_dir.name}/")
+        raise ValueError(f"{img_dir.parent}: {len(images)} images in {img_dir.name}/ but "
+                         f"{len(labels)} labels in {ann_dir.name}/")
     label_by_stem = {p.stem: p for p in labels}
     pairs = []
     for img in images:

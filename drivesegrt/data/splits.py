@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..labels import LabelSet, get_label_set
-from .camvid import camvid_pairs, read_label
+from .camvid import camvid_pairs, pairs_by_stem, read_label
 from .cityscapes import cityscapes_pairs, read_cityscapes_label
 
 DATASETS = ("auto", "camvid", "cityscapes")
@@ -51,6 +51,19 @@ def open_split(root: str | Path, split: str, dataset: str = "auto") -> DatasetSp
                             partial(_read_camvid_label, labels=labels))
     return DatasetSplit("cityscapes", split, cityscapes_pairs(root, split),
                         get_label_set("cityscapes19"), read_cityscapes_label)
+
+
+def folder_split(images: str | Path, labels: str | Path, label_set: str = "camvid11"
+                 ) -> DatasetSplit:
+    """Any folder of images with a folder of single-channel label images of the same stems
+    (class ids of ``label_set``; its ignore id is void), in name order."""
+    images, labels = Path(images), Path(labels)
+    for d in (images, labels):
+        if not d.is_dir():
+            raise FileNotFoundError(f"folder not found: {d}")
+    ls = get_label_set(label_set)
+    return DatasetSplit("folder", images.name, pairs_by_stem(images, labels), ls,
+                        partial(_read_camvid_label, labels=ls))
 
 
 def _read_camvid_label(path, image_shape=None, *, labels: LabelSet):

@@ -3,7 +3,7 @@
     drivesegrt calibrate --model FILE.onnx --data DIR --out FILE.int8.onnx
         [--method entropy|percentile|minmax] [--num-images N] [--list calibration/camvid_train.txt]
         [--video FILE --video-frames N] [--exclude NODE ...] [--activations int8|uint8]
-        [--no-equalize] [--narrow-float N]
+        [--no-equalize] [--narrow-float N] [--ops TYPE,...]
 
 Recipe (what TensorRT's explicit quantization needs, see ../calibration/README.md):
 activation equalization first (``drivesegrt.deploy.equalize``, exact in fp32; ``--no-equalize`` skips
@@ -15,13 +15,16 @@ through the pipeline's preprocessing: resize to ``meta.input_size`` and
 normalization and the argmax tail always stay float; with ``--activations uint8`` (the CPU
 recipe) so do convolutions writing fewer than NARROW_CHANNELS channels.
 
-Memory: the entropy and percentile calibrators keep every image's activations until the end
-(ONNX Runtime's HistogramCalibrater), so N images cost N x the activation size; ``--chunk K``
-bounds that to K images (histograms merged chunk by chunk).
+Memory does not grow with the number of images: ranges are computed by
+:func:`calibrate_ranges`, which feeds ONNX Runtime's own calibrator math one image at a time
+(its ``quantize_static`` would keep every image's activations for the entropy and percentile
+methods until the end: N images, N x the activation size) and gets the very same ranges; the
+quantizer then reads them as a calibration cache.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import tempfile
 from pathlib import Path
 
@@ -117,14 +120,6 @@ class FrameReader:
         self.meta = meta
         self.sources = list(images) + list(frames)
         self._next = 0
-        self._end = len(self.sources)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """Serve frames start_index..end_index-1 next (ONNX Runtime's chunked calibration)."""
-        self._next, self._end = start_index, min(end_index, len(self.sources))
 
     def _load(self, src) -> np.ndarray:
         if isinstance(src, np.ndarray):
@@ -138,14 +133,14 @@ class FrameReader:
         return np.ascontiguousarray(batch)
 
     def get_next(self) -> dict | None:
-        if self._next >= self._end:
+        if self._next >= len(self.sources):
             return None
         batch = self._load(self.sources[self._next])
         self._next += 1
         return {self.input_name: batch}
 
     def rewind(self) -> None:
-        self._next, self._end = 0, len(self.sources)
+        self._next = 0
 
 
 def float_nodes(model: onnx.ModelProto, extra=()) -> list[str]:
@@ -219,11 +214,88 @@ def _float_logits(model: onnx.ModelProto) -> None:
         g.initializer.remove(init)
 
 
+def calibrate_ranges(model_path: str | Path, reader: FrameReader, method: str,
+                     percentile: float, workdir: str | Path):
+    """ONNX Runtime's calibration of ``model_path`` (the model ``quantize_static`` is given)
+    on ``reader``'s frames, with memory bounded by one frame's activations: returns its
+    ``TensorsData``, the same ranges ``quantize_static`` computes itself.
+
+    minmax: ORT's calibrator already merges per chunk of frames (exact). entropy and
+    percentile: ORT builds each tensor's histogram once over all frames' values (edges from
+    their overall range), so the frames are read twice: first each tensor's overall min and
+    max, then its histogram over exactly those edges, summed frame by frame (counting is per
+    value, so the sum equals ORT's); ORT's own collector then turns the histograms into ranges.
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        HistogramCollector,
+        create_calibrator,
+    )
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+             "minmax": CalibrationMethod.MinMax}[method]
+    # The op types and options quantize_static hands its calibrator.
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    calibrator = create_calibrator(
+        Path(model_path), op_types,
+        augmented_model_path=str(Path(workdir) / "augmented.onnx"), calibrate_method=calib,
+        extra_options={"percentile": percentile, "max_intermediate_outputs": 16})
+    reader.rewind()
+    if method == "minmax":
+        calibrator.collect_data(reader)
+        return calibrator.compute_data()
+    session = calibrator.infer_session
+    names = [o.name for o in session.get_outputs()
+             if o.name in calibrator.tensors_to_calibrate]
+    symmetric = calibrator.symmetric           # percentile: histogram of |x| (ORT's default)
+
+    def frames():
+        reader.rewind()
+        for feed in iter(reader.get_next, None):
+            yield dict(zip(names, session.run(names, feed)))
+
+    def merge(into: dict, n: str, value, fn) -> None:
+        into[n] = fn(into[n], value) if n in into else value
+
+    lo, hi, abs_lo, abs_hi = {}, {}, {}, {}
+    for acts in frames():                        # pass 1: each tensor's overall range
+        for n, a in acts.items():
+            merge(lo, n, np.nanmin(a), np.minimum)
+            merge(hi, n, np.nanmax(a), np.maximum)
+            if symmetric:
+                merge(abs_lo, n, np.abs(a).min(), np.minimum)
+                merge(abs_hi, n, np.abs(a).max(), np.maximum)
+    span = {}
+    for n in names:
+        if symmetric:       # ORT: np.histogram(|x|, bins), edges over |x|'s own min..max
+            span[n] = (abs_lo[n], abs_hi[n])
+        else:               # ORT: np.histogram(x, bins, range=(-t, t)), t = max |x|
+            t = np.array(max(abs(lo[n]), abs(hi[n])), dtype=lo[n].dtype)
+            span[n] = (-t, t)
+    bins = calibrator.num_bins
+    hist, edges = {}, {}
+    for acts in frames():                        # pass 2: histograms over those edges
+        for n, a in acts.items():
+            h, edges[n] = np.histogram(np.abs(a) if symmetric else a, bins, range=span[n])
+            merge(hist, n, h, np.add)
+    collector = HistogramCollector(
+        method=calibrator.method, symmetric=symmetric, num_bins=bins,
+        num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+        scenario=calibrator.scenario)
+    for n in names:         # the tuples ORT's collect_absolute_value / collect_value store
+        collector.histogram_dict[n] = (
+            (hist[n], edges[n].astype(lo[n].dtype), lo[n], hi[n]) if symmetric
+            else (hist[n], edges[n], lo[n], hi[n], span[n][1]))
+    calibrator.collector = collector
+    return calibrator.compute_data()
+
+
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
                   method: str = "percentile", frames=(), exclude=(),
                   percentile: float = DEFAULT_PERCENTILE, activations: str = "int8",
                   equalize: bool = True, narrow_float: int | None = None,
-                  chunk: int = 0, op_types: tuple[str, ...] = ()) -> list[str]:
+                  op_types: tuple[str, ...] = ()) -> list[str]:
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
 
     equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
@@ -234,24 +306,23 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
     ``uint8`` asymmetric (ONNX Runtime's fast U8S8 kernels on x86 CPUs; TensorRT rejects it).
 
-    chunk: collect activations ``chunk`` frames at a time (it must divide the number of frames)
-    and merge their histograms, instead of all frames at once: bounded memory for models with
-    many large activations (ESPNetv2), at the price of slightly different histogram bins.
-
     op_types: quantize only these operator types (e.g. ``("Conv",)``: int8 convolutions, float
-    in between; for graphs whose element-wise tails, such as ESPNetv2's PReLU written as
-    Relu/Sub/Mul/Add, lose accuracy when every step is requantized); default: all ORT supports.
+    in between, for graphs whose element-wise tails, such as ESPNetv2's PReLU written as
+    Relu/Sub/Mul/Add, lose accuracy when every step is requantized); default: every type ONNX
+    Runtime quantizes.
 
     Returns the names of the nodes kept in float. The output keeps the metadata with
     ``precision = "int8"``.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    import onnxruntime
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise ValueError(f"calibrate needs an onnxruntime whose quantize_static takes "
+                         f"calibration_cache_path (installed: {onnxruntime.__version__}); "
+                         f"pip install -U onnxruntime")
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(METHODS)}")
@@ -267,14 +338,9 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
     if narrow_float < 0:
         raise ValueError(f"--narrow-float must be >= 0, got {narrow_float}")
     keep_float = sorted(set(keep_float) | set(narrow_convs(proto, narrow_float)))
-    reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
-    if chunk < 0 or (chunk and len(reader) % chunk):
-        raise ValueError(f"--chunk {chunk} must be >= 0 and divide the {len(reader)} "
-                         f"calibration frames")
-    calib = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-             "minmax": CalibrationMethod.MinMax}[method]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    reader = FrameReader(proto.graph.input[0].name, meta, images, frames)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(model_path)
         if equalize:
@@ -285,16 +351,18 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
         prepped = Path(tmp) / "prepped.onnx"
         # ORT's recommended pre-processing: shape inference + graph optimization (BN folding).
         quant_pre_process(str(source), str(prepped), skip_symbolic_shape=True)
+        ranges = calibrate_ranges(prepped, reader, method, percentile, tmp)
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)       # quantize_static reads it instead of calibrating
         quantize_static(
-            str(prepped), str(out), reader, quant_format=QuantFormat.QDQ,
+            str(prepped), str(out), None, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
             op_types_to_quantize=list(op_types) or None,
-            calibrate_method=calib, nodes_to_exclude=keep_float,
+            calibrate_method=ranges.calibration_method, nodes_to_exclude=keep_float,
             extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
-                           "QuantizeBias": False, "CalibPercentile": percentile,
-                           "CalibMaxIntermediateOutputs": 16,
-                           **({"CalibStridedMinMax": chunk} if chunk else {})})
+                           "QuantizeBias": False},
+            calibration_cache_path=cache)
     result = onnx.load(str(out))
     _share_resize_scales(result)
     _float_logits(result)
@@ -333,11 +401,6 @@ def add_arguments(p) -> None:
     p.add_argument("--ops", default="", metavar="TYPE,...",
                    help="quantize only these ONNX operator types, e.g. Conv (default: all that "
                         "ONNX Runtime quantizes)")
-    p.add_argument("--chunk", type=int, default=0, metavar="N",
-                   help="collect activations N frames at a time, N dividing the frame count "
-                        "(bounded memory: the percentile and entropy calibrators otherwise keep "
-                        "every frame's activations, ~0.2 GB a frame for ESPNetv2 at 360x480); "
-                        "default 0: all at once")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 
@@ -347,10 +410,13 @@ def main(args) -> int:
 
     images = calibration_images(args.data, args.list, args.num_images)
     frames = video_frames(args.video, args.video_frames) if args.video else []
+    print(f"calibrating on {len(images)} images"
+          f"{f' + {len(frames)} video frames' if frames else ''} from {args.data} "
+          f"({args.method}; memory of one image at a time)", flush=True)
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
                          exclude=args.exclude, percentile=args.percentile,
                          activations=args.activations, equalize=args.equalize,
-                         narrow_float=args.narrow_float, chunk=args.chunk,
+                         narrow_float=args.narrow_float,
                          op_types=tuple(t for t in args.ops.split(",") if t))
     print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
           f"{f' + {len(frames)} video frames' if frames else ''}; "

@@ -10,10 +10,25 @@ released in ``close`` (or by using the engine as a context manager).
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ..meta import ModelMeta
+
+DEVICES = "cpu, cuda or cuda:N"
+
+
+def parse_device(device: str) -> tuple[str, int | None]:
+    """``"cpu"`` -> ("cpu", None), ``"cuda"`` -> ("cuda", None), ``"cuda:1"`` -> ("cuda", 1);
+    ValueError naming the device for anything else. Whether the device exists is the
+    engine's question (it raises naming its backend when it cannot run there)."""
+    m = re.fullmatch(r"(cpu)|(cuda)(?::(\d+))?", str(device))
+    if m is None:
+        raise ValueError(f"unknown device {device!r}; use {DEVICES}")
+    if m.group(1):
+        return "cpu", None
+    return "cuda", None if m.group(3) is None else int(m.group(3))
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,7 @@ class EngineSpec:
     device: str             # cpu | cuda[:N]
     precision: str          # fp32 | fp16 | int8
     providers: tuple[str, ...] = ()   # e.g. ONNX Runtime execution providers actually used
+    fixed_input_size: tuple[int, int] | None = None   # (H, W) when the graph takes only that
 
     @property
     def input_size(self) -> tuple[int, int]:

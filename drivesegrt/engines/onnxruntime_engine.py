@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..deploy.onnx_meta import load_onnx, read_meta
-from .base import Engine, EngineSpec
+from ..deploy.onnx_meta import check_graph_io, load_onnx, read_meta
+from .base import Engine, EngineSpec, parse_device
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -49,8 +49,9 @@ class OnnxRuntimeEngine(Engine):
              **options) -> "OnnxRuntimeEngine":
         """Open ``path`` (an ONNX file written by ``drivesegrt export``/``calibrate``).
 
-        device: ``cpu`` or ``cuda[:N]`` (CUDA EP when this onnxruntime build has it, CPU
-        fallback otherwise; ``spec.providers`` says which were used). intra_op_threads: 0 lets
+        device: ``cpu`` or ``cuda[:N]`` (the CUDA EP; ValueError naming the backend and the
+        device when this onnxruntime build cannot provide it: no silent CPU fallback;
+        ``spec.providers`` says which were used). intra_op_threads: 0 lets
         ONNX Runtime choose (one per physical core). allow_spinning: ORT's worker threads
         busy-wait after each run by default; in a pipeline that steals the cores decode, overlay
         and encode need (measured here: torch beside a spinning ORT session ran 10x slower), so
@@ -60,12 +61,14 @@ class OnnxRuntimeEngine(Engine):
 
         if options:
             raise ValueError(f"onnxruntime engine: unknown options {sorted(options)}")
-        if not (device == "cpu" or device.startswith("cuda")):
-            raise ValueError(f"onnxruntime engine: unknown device {device!r} (cpu or cuda[:N])")
+        kind, index = parse_device(device)
+        if kind == "cuda" and CUDA not in ort.get_available_providers():
+            raise ValueError(f"backend onnxruntime cannot run on device {device!r}: this "
+                             f"onnxruntime build has no CUDA execution provider (install "
+                             f"onnxruntime-gpu, or use --device cpu)")
         proto = load_onnx(path)
         meta = read_meta(proto, where=str(path))
-        if meta.input_format not in INPUT_DTYPES:
-            raise ValueError(f"{path}: unknown input_format {meta.input_format!r}")
+        fixed_hw = check_graph_io(proto, meta, where=str(path))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(intra_op_threads)
         opts.inter_op_num_threads = int(inter_op_threads)
@@ -74,8 +77,8 @@ class OnnxRuntimeEngine(Engine):
                                       "1" if allow_spinning else "0")
         providers: list = [CPU]
         stream = None
-        if device.startswith("cuda") and CUDA in ort.get_available_providers():
-            index = int(device.split(":")[1]) if ":" in device else 0
+        if kind == "cuda":
+            index = index or 0
             cuda_options = {"device_id": index}
             stream = _torch_stream(index)
             if stream is not None:
@@ -88,9 +91,12 @@ class OnnxRuntimeEngine(Engine):
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
         used = tuple(session.get_providers())
-        spec = EngineSpec(backend="onnxruntime", meta=meta,
-                          device=device if CUDA in used else "cpu",
-                          precision=meta.precision, providers=used)
+        if kind == "cuda" and CUDA not in used:       # ORT falls back to the CPU on its own
+            raise ValueError(f"backend onnxruntime cannot run on device {device!r}: its CUDA "
+                             f"execution provider did not load (CUDA/cuDNN libraries missing "
+                             f"or no such GPU)")
+        spec = EngineSpec(backend="onnxruntime", meta=meta, device=device,
+                          precision=meta.precision, providers=used, fixed_input_size=fixed_hw)
         return cls(session, spec, str(path), stream if CUDA in used else None)
 
     @property

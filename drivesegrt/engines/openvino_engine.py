@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..deploy.onnx_meta import load_onnx, read_meta
+from ..deploy.onnx_meta import check_graph_io, load_onnx, read_meta
 from .base import Engine, EngineSpec
 
 INPUT_DTYPES = {"float_nchw": np.float32, "uint8_nhwc_bgr": np.uint8}
@@ -47,15 +47,15 @@ class OpenVinoEngine(Engine):
         if options:
             raise ValueError(f"openvino engine: unknown options {sorted(options)}")
         if device != "cpu":
-            raise ValueError(f"openvino engine: device {device!r} is not supported (cpu only; "
-                             f"use --backend onnxruntime or tensorrt on CUDA)")
+            raise ValueError(f"backend openvino cannot run on device {device!r}: cpu only "
+                             f"(use --backend onnxruntime or tensorrt on CUDA)")
         try:
             import openvino as ov
         except ImportError:
             raise ValueError(NOT_INSTALLED) from None
-        meta = read_meta(load_onnx(path), where=str(path))
-        if meta.input_format not in INPUT_DTYPES:
-            raise ValueError(f"{path}: unknown input_format {meta.input_format!r}")
+        proto = load_onnx(path)
+        meta = read_meta(proto, where=str(path))
+        fixed_hw = check_graph_io(proto, meta, where=str(path))
         core = ov.Core()
         try:
             model = core.read_model(str(path))
@@ -65,7 +65,8 @@ class OpenVinoEngine(Engine):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         spec = EngineSpec(backend="openvino", meta=meta, device="cpu", precision=meta.precision,
-                          providers=(f"OpenVINO {ov.get_version().split('-')[0]} CPU",))
+                          providers=(f"OpenVINO {ov.get_version().split('-')[0]} CPU",),
+                          fixed_input_size=fixed_hw)
         return cls(core, model, spec, str(path), config)
 
     @property

@@ -24,23 +24,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..deploy.onnx_meta import is_onnx_file
 from ..meta import ModelMeta
 from ..models.checkpoint import load_model
-from .base import Engine, EngineSpec
+from .base import Engine, EngineSpec, parse_device
 
 GRAPH_WARMUP_ITERS = 3
 
 
 def _check_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r} is not supported by the torch engine; use cpu or cuda")
-    return dev
+    """The torch device for ``device`` (cpu, cuda, cuda:N); ValueError naming the backend and
+    the device when this machine cannot provide it."""
+    kind, index = parse_device(device)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"backend torch cannot run on device {device!r}: CUDA is not "
+                             f"available here (torch {torch.__version__})")
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(f"backend torch cannot run on device {device!r}: this machine "
+                             f"has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
 
 
 @dataclass
@@ -78,7 +81,13 @@ class TorchEngine(Engine):
         if options:
             raise ValueError(f"torch engine: unknown options {sorted(options)}")
         _check_device(device)
-        model, meta = load_model(path, "cpu")
+        try:
+            model, meta = load_model(path, "cpu")
+        except ValueError:
+            if is_onnx_file(path):
+                raise ValueError(f"{path}: an ONNX file; the torch backend loads .pt "
+                                 f"checkpoints (use --backend onnxruntime or openvino)") from None
+            raise
         return cls(model, meta, device, fp16=fp16, channels_last=channels_last,
                    cuda_graphs=cuda_graphs, compile=compile)
 

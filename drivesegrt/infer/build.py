@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..engines import BACKENDS, DEFAULT_BACKEND, Engine, load_engine
 from .segmenter import Segmenter
+from .temporal import TemporalSpec, parse_temporal
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MODEL = "camvid"
@@ -32,6 +33,9 @@ BUNDLED = {
                         "onnx": WEIGHTS / "espnetv2_camvid.onnx",
                         "scores": WEIGHTS / "espnetv2_camvid.camvid_test.json"},
 }
+# The (dataset, split) each bundled model's checkpoint was chosen on: scores there are not
+# accuracy claims (eval says so).
+SELECTED_ON = {"camvid": ("camvid", "val"), "camvid-espnetv2": ("camvid", "val")}
 
 
 def model_path(model: str | Path | None = None, backend: str = DEFAULT_BACKEND) -> Path:
@@ -86,17 +90,24 @@ def open_engine(model: str | Path | None = None, backend: str = DEFAULT_BACKEND,
 
 def make_segmenter(engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
                    remap: str | None = None, input_size: tuple[int, int] | None = None,
-                   overlay_alpha: float | None = None) -> Segmenter:
+                   overlay_alpha: float | None = None, temporal: TemporalSpec | None = None,
+                   confidence: bool = False) -> Segmenter:
     """The Segmenter for the engine's device: ``CudaSegmenter`` (pre/postprocess and the
     overlay blend on the GPU, ``overlay_alpha`` its opacity) when the engine runs on CUDA and
     torch can use it, else the CPU :class:`Segmenter` (``overlay_alpha`` unused: the publish
-    stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy)."""
+    stage blends; e.g. ONNX Runtime's CUDA EP beside a CPU-only torch takes numpy).
+    ``temporal`` / ``confidence``: see Segmenter; the CUDA path has neither (ValueError)."""
     if engine.spec.device.startswith("cuda") and _torch_has_cuda():
         from .cuda.segmenter import CudaSegmenter
 
+        if temporal is not None or confidence:
+            wanted = "temporal smoothing" if temporal is not None else "confidence maps"
+            raise ValueError(f"{wanted} is not available on the CUDA path (device "
+                             f"{engine.spec.device}); use --device cpu")
+
         return CudaSegmenter(engine, filter_mode, resize, remap, input_size,
                              overlay_alpha=overlay_alpha)
-    return Segmenter(engine, filter_mode, resize, remap, input_size)
+    return Segmenter(engine, filter_mode, resize, remap, input_size, temporal, confidence)
 
 
 def _torch_has_cuda() -> bool:
@@ -109,22 +120,27 @@ def load_segmenter(model: str | Path | None = None, backend: str = DEFAULT_BACKE
                    device: str = "cpu", *, filter_mode: str = "linear", resize: str = "stretch",
                    remap: str | None = None, input_size: tuple[int, int] | None = None,
                    overlay_alpha: float | None = None, threads: int = 0, fp16: bool = True,
-                   cuda_graphs: bool = False) -> Segmenter:
+                   cuda_graphs: bool = False, temporal: str | None = None,
+                   scene_cut: float = 40.0, confidence: bool = False) -> Segmenter:
     """A warmed-up Segmenter for ``model`` (a bundled name such as ``"camvid"``, a ``.pt``
     checkpoint or an ``.onnx`` file; None: the bundled default) on ``backend`` and ``device``.
 
     ``seg(frame)`` then maps an (H, W, 3) uint8 BGR frame to (H, W) uint8 class ids;
     ``seg.class_names`` and ``seg.palette`` name and color them. The other arguments are as in
-    ``drivesegrt run`` (see config.yaml). Close it with ``seg.close(); seg.engine.close()``.
+    ``drivesegrt run`` (see config.yaml): ``temporal`` is ``--temporal``'s text
+    (``"ema:0.5:flow"``), ``scene_cut`` its cut threshold, ``confidence`` makes results carry
+    the top-class probability map. Close it with ``seg.close(); seg.engine.close()``.
     """
-    if threads:
+    spec = parse_temporal(temporal, scene_cut) if temporal is not None else None
+    if threads and backend == "torch":       # other backends never import torch on the CPU
         import torch
 
         torch.set_num_threads(threads)
     engine = open_engine(model, backend, device,
                          **engine_options(backend, device, threads, fp16, cuda_graphs))
     try:
-        seg = make_segmenter(engine, filter_mode, resize, remap, input_size, overlay_alpha)
+        seg = make_segmenter(engine, filter_mode, resize, remap, input_size, overlay_alpha,
+                             spec, confidence)
         seg.warmup()
     except BaseException:
         engine.close()

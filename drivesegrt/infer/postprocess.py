@@ -160,6 +160,19 @@ def _band_values_gather(logits, rows, cols) -> np.ndarray:
     return top
 
 
+def upsample_plane(plane: np.ndarray, geom: Geometry) -> np.ndarray:
+    """(h, w) float32 at model output resolution -> (H, W) float32 at frame size: the bilinear
+    upsample of the ``linear`` filter (same pixel-centre mapping, letterbox included), e.g. for
+    the top-class probability."""
+    (fh, fw) = geom.frame_hw
+    plane = plane.astype(np.float32, copy=False)
+    if geom.content == (0, 0, *geom.input_hw):         # stretch: cv2.resize maps alike
+        return cv2.resize(plane, (fw, fh), interpolation=cv2.INTER_LINEAR)
+    (y0, y1, ly, _), (x0, x1, lx, _) = _tables(geom, plane.shape)
+    rows = plane[y0] + (plane[y1] - plane[y0]) * ly[:, None]          # (H, w)
+    return rows[:, x0] + (rows[:, x1] - rows[:, x0]) * lx             # (H, W)
+
+
 class Postprocessor:
     """Engine output for one image -> (H, W) uint8 class ids at frame size.
 

@@ -9,22 +9,26 @@ The contract every segmenter keeps (this CPU one and ``infer.cuda.CudaSegmenter`
 ``submit`` does the work that must happen in frame order on the engine's thread (CPU:
 preprocess + engine; CUDA: queue it on the device); ``result`` finishes it (CPU: the upsample
 and argmax; CUDA: wait for the download). The pipeline calls ``submit`` on its infer thread and
-``result`` on its publish thread, so the engine never waits for the upsample. Everything about
-the model (input size, mean/std, classes, palette, input/output format) comes from
-``engine.spec.meta``; nothing is hard-coded here.
+``result`` on its publish thread, so the engine never waits for the upsample. With temporal
+smoothing (``infer.temporal``) or confidence maps, ``result`` also smooths the class
+probabilities at model resolution (in frame order) and upsamples the top-class probability.
+Everything about the model (input size, mean/std, classes, palette, input/output format) comes
+from ``engine.spec.meta``; nothing is hard-coded here.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..engines.base import Engine
 from ..labels import LabelSet, remap_table
 from ..preprocess import RESIZE_MODES, preprocess
 from ..timing import ms_since, now
-from .postprocess import FILTER_MODES, Postprocessor
+from .postprocess import FILTER_MODES, Postprocessor, upsample_plane
+from .temporal import TemporalFilter, TemporalSpec, low_res_gray, softmax
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Segmented:
     labels: np.ndarray                  # (H, W) uint8 class ids at frame size
     overlay: np.ndarray | None          # (H, W, 3) uint8 BGR blend when made on the device
     stages_ms: dict[str, float]         # preprocess, infer, postprocess
+    confidence: np.ndarray | None = None   # (H, W) uint8 top-class probability x 255, if asked
+    temporal: str | None = None         # smoothing: start | cut | smoothed (None: off)
 
 
 class Job(ABC):
@@ -52,8 +58,9 @@ class _HostJob(Job):
             raise RuntimeError("result() was already collected for this frame")
         raw, self._raw = self._raw, None
         t0 = now()
-        labels = self._seg._post(*raw)
-        return Segmented(labels, None, {**self._times, "postprocess": ms_since(t0)})
+        labels, confidence, status = self._seg._finish(*raw)
+        return Segmented(labels, None, {**self._times, "postprocess": ms_since(t0)},
+                         confidence, status)
 
 
 class Segmenter:
@@ -62,14 +69,17 @@ class Segmenter:
 
     filter_mode: ``linear`` | ``point`` (see postprocess). resize: ``stretch`` | ``letterbox``.
     remap: optional reduced label set name (e.g. ``driving5``). input_size: (H, W) override of
-    the model's input size (fully convolutional models only).
+    the model's input size (fully convolutional models only). temporal: smooth the class
+    probabilities over consecutive frames (``infer.temporal``; ``reset()`` marks a gap).
+    confidence: also return the top-class probability map. Both need a model with logits out.
     ``submit`` from one thread; ``result`` of its jobs may be called from another, in order.
     """
 
     slots: int = 0      # frames in flight at most (0: no limit; engines return fresh arrays)
 
     def __init__(self, engine: Engine, filter_mode: str = "linear", resize: str = "stretch",
-                 remap: str | None = None, input_size: tuple[int, int] | None = None):
+                 remap: str | None = None, input_size: tuple[int, int] | None = None,
+                 temporal: TemporalSpec | None = None, confidence: bool = False):
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize mode {resize!r}; allowed: {', '.join(RESIZE_MODES)}")
         if filter_mode not in FILTER_MODES:
@@ -80,11 +90,26 @@ class Segmenter:
         self.input_size = tuple(int(v) for v in (input_size or self.meta.input_size))
         if len(self.input_size) != 2 or min(self.input_size) < 8:
             raise ValueError(f"input size must be (height, width) >= 8, got {self.input_size}")
+        fixed = engine.spec.fixed_input_size
+        if fixed is not None and self.input_size != tuple(fixed):
+            h, w = self.input_size
+            what = (f"model.input_size {h}x{w}" if input_size else
+                    f"the model's metadata input_size {h}x{w}")
+            raise ValueError(f"{what}: the model's graph takes a fixed {fixed[0]}x{fixed[1]} "
+                             f"input (export it with --dynamic-hw to run other sizes)")
         source = LabelSet(self.meta.label_set, self.meta.class_names, self.meta.palette,
                           self.meta.ignore_index)
         lut, target = (None, source) if remap is None else remap_table(source, remap)
         self._labels = target
         self._post = Postprocessor(filter_mode, lut)
+        if (temporal is not None or confidence) and self.meta.output == "labels":
+            wanted = "temporal smoothing" if temporal is not None else "confidence maps"
+            raise ValueError(f"{wanted} needs class scores, but this model ends in an argmax "
+                             f"(labels out); export it without --argmax")
+        self.temporal = temporal
+        self.confidence = bool(confidence)
+        self._smooth = TemporalFilter(temporal) if temporal is not None else None
+        self._gap = False           # the next submitted frame does not follow the last one
 
     @property
     def filter_mode(self) -> str:
@@ -117,8 +142,37 @@ class Segmenter:
                                  self.resize, self.meta.input_format)
         t1 = now()
         out = self.engine.infer(batch)
-        return _HostJob(self, (out[0], geom), {"preprocess": (t1 - t0) * 1e3,
-                                               "infer": ms_since(t1)})
+        t2 = now()
+        gray, restart, self._gap = None, self._gap, False
+        if self._smooth is not None:       # the thumbnail needs the frame: take it now
+            gray = low_res_gray(frame, geom, out.shape[-2:], self.resize)
+        return _HostJob(self, (out[0], geom, gray, restart),
+                        {"preprocess": (t1 - t0) * 1e3 + ms_since(t2), "infer": (t2 - t1) * 1e3})
+
+    def reset(self) -> None:
+        """The next submitted frame does not follow the previous one (a cut, a gap in the
+        source): temporal smoothing starts afresh there. No effect without smoothing."""
+        self._gap = True
+
+    def _finish(self, out, geom, gray, restart) -> tuple:
+        """Engine output of one frame -> (labels, confidence map or None, temporal status or
+        None); called in frame order."""
+        if self._smooth is None and not self.confidence:
+            return self._post(out, geom), None, None
+        if not isinstance(out, np.ndarray):                 # torch tensor (e.g. CUDA)
+            out = out.detach().cpu().numpy()
+        if out.ndim != 3:
+            raise ValueError(f"smoothing and confidence need (C,h,w) scores, got shape "
+                             f"{out.shape}")
+        scores, status = softmax(out), None                 # (C, h, w) float32
+        if self._smooth is not None:
+            scores, status = self._smooth(scores, gray, restart)
+        labels = self._post(scores, geom)
+        confidence = None
+        if self.confidence:
+            top = upsample_plane(scores.max(0), geom)        # (H, W) float32
+            confidence = cv2.convertScaleAbs(top, alpha=255.0)   # rounds and saturates
+        return labels, confidence, status
 
     def close(self) -> None:
         """Release what this Segmenter owns (nothing on the CPU; see CudaSegmenter)."""
@@ -133,7 +187,7 @@ class Segmenter:
         for _ in range(runs):
             try:
                 out = self.engine.infer(batch)
-            except (RuntimeError, ValueError, TypeError) as e:
+            except Exception as e:  # runtimes raise their own types (ORT: InvalidArgument, ...)
                 first = (str(e).splitlines() or [type(e).__name__])[0]
                 raise ValueError(f"model does not accept input {tuple(batch.shape)} "
                                  f"({self.meta.input_format}): {first}") from None

@@ -38,8 +38,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt/foreign files
+        # Only torch's first sentence: the rest advises weights_only=False, i.e. running
+        # whatever code the file holds, which is never the fix for a file given by mistake.
+        reason = (str(e).splitlines() or [""])[0].split(". ")[0].rstrip(".")
         raise ValueError(f"{path}: not a readable drivesegrt checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                         f"{reason})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path}: not a drivesegrt checkpoint (no '{FORMAT}' format tag)")
     return obj

@@ -13,7 +13,7 @@ from ..labels import palette_lut
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Short HUD names for the stages (frame.STAGES order).
 _HUD_NAMES = {"capture": "cap", "preprocess": "pre", "infer": "inf", "postprocess": "post",
-              "overlay": "ovl", "write": "wr"}
+              "figures": "fig", "overlay": "ovl", "write": "wr"}
 
 
 def colorize(labels: np.ndarray, lut3: np.ndarray) -> np.ndarray:

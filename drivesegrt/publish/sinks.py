@@ -3,6 +3,7 @@
     VideoSink   overlay.mp4: H.264 through an ffmpeg pipe when ffmpeg exists, else OpenCV mp4v
     ImageSink   overlays/<stem>.jpg (image sources)
     MaskSink    masks/<stem>.png (image sources) or masks/<6-digit index>.png (video)
+    ConfidenceSink  confidence/<same name>.png: top-class probability x 255
     WindowSink  a cv2 window when a display exists
     JsonlSink   frames.jsonl, one object per published frame
 
@@ -11,10 +12,12 @@ queue, so the publish stage only hands frames over; the worker's time per frame 
 the ``encode`` stage in summary.json. ``close()`` drains and finalizes (a playable mp4 even
 after Ctrl-C). A failed write (disk full, directory gone or read-only) raises
 :class:`OutputError` naming the file and the reason; files already written stay complete (a
-half-written image is removed) and the other sinks still finalize.
+half-written image is removed, overlay.mp4 is cut back to its last complete fragment,
+frames.jsonl to its last whole line) and the other sinks still finalize.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -29,6 +32,7 @@ import numpy as np
 
 from ..frame import Frame
 from ..timing import ms_since, now
+from . import mp4
 
 VIDEO_CODECS = ("auto", "h264", "mp4v")
 
@@ -38,8 +42,15 @@ class OutputError(OSError):
 
 
 def _output_error(path: Path, e: OSError) -> OutputError:
-    err = OutputError(f"cannot write {path}: {e.strerror or e}")
-    err.errno = e.errno
+    return _failed_write(path, e.strerror or str(e), e.errno)
+
+
+def _failed_write(path: Path, reason: str, code: int | None = None, more: str = "") -> OutputError:
+    """OutputError "cannot write PATH: REASON": a full disk is called so in plain words."""
+    if code == errno.ENOSPC or "No space left on device" in reason:
+        code, reason = errno.ENOSPC, f"{reason} (disk full)"
+    err = OutputError(f"cannot write {path}: {reason}{more}")
+    err.errno = code
     return err
 
 
@@ -111,10 +122,16 @@ class Sink:
 
 def _ffmpeg_cmd(path: Path, size: tuple[int, int], fps: float, preset: str, crf: int) -> list[str]:
     w, h = size
+    # Fragmented MP4 (an empty moov up front, then a moof+mdat fragment every 0.25 s): every
+    # complete fragment is playable, so a full disk or a killed run still leaves a video up to
+    # the last fragment written (mp4.trim_to_complete cuts off a partial one). "file:" and an
+    # absolute path: a run directory named like an FFmpeg protocol ("pipe:", "tcp://...")
+    # stays a file name.
     return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{fps:.6g}", "-i", "-",
             "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-            "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path)]
+            "-pix_fmt", "yuv420p", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+            "-frag_duration", "250000", f"file:{path.absolute()}"]
 
 
 class VideoSink(Sink):
@@ -135,6 +152,8 @@ class VideoSink(Sink):
         self._proc: subprocess.Popen | None = None
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
+        self.frames_kept: int | None = None     # set when a failed write cut the file back
+        self._reason: str | None = None
         if codec != "mp4v" and have_ffmpeg and even:
             # Own session: a terminal Ctrl-C must not stop ffmpeg before we finalize it.
             self._proc = subprocess.Popen(_ffmpeg_cmd(self.path, size, fps, preset, crf),
@@ -142,8 +161,9 @@ class VideoSink(Sink):
                                           start_new_session=True)
             self.encoder = f"libx264 (ffmpeg pipe, preset {preset}, crf {crf})"
         else:
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                           fps, size)
+            # An absolute path: OpenCV's FFmpeg backend would read "pipe:..." as a protocol.
+            self._writer = cv2.VideoWriter(str(self.path.absolute()),
+                                           cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
             if not self._writer.isOpened():
                 raise ValueError(f"{self.path}: OpenCV cannot open an mp4v writer")
             self.encoder = "mp4v (OpenCV VideoWriter)"
@@ -161,40 +181,61 @@ class VideoSink(Sink):
             try:
                 self._proc.stdin.write(memoryview(np.ascontiguousarray(img)).cast("B"))
             except BrokenPipeError:
-                raise OutputError(f"ffmpeg stopped while writing {self.path}: "
-                                  f"{self._ffmpeg_error()}") from None
+                raise _failed_write(self.path, self._ffmpeg_reason()) from None
         else:
             self._writer.write(img)
 
-    def _ffmpeg_error(self) -> str:
-        try:
-            err = self._proc.stderr.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            err = ""
-        return err.splitlines()[-1] if err else f"exit code {self._proc.poll()}"
+    def _ffmpeg_reason(self) -> str:
+        """Why ffmpeg stopped (it has, or is about to): its last error line without the file
+        name it repeats, else its exit code. Read once; later calls repeat it."""
+        if self._reason is None:
+            try:
+                self._proc.wait(timeout=30)
+                err = self._proc.stderr.read().decode(errors="replace").strip()
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                err = ""
+            last = err.splitlines()[-1] if err else ""
+            self._reason = (last.rpartition(": ")[2] or last
+                            or f"ffmpeg exit code {self._proc.poll()}")
+        return self._reason
 
     def close(self) -> None:
+        if self._proc is None:
+            try:
+                self._worker.close()
+            finally:
+                self._writer.release()
+            return
+        broke = False
         try:
             self._worker.close()
+        except OutputError:
+            broke = True                       # ffmpeg went away; the error was raised before
         finally:
-            if self._proc is not None:
-                try:
-                    self._proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-                rc = self._proc.wait()
-                if rc != 0:
-                    raise RuntimeError(f"ffmpeg failed to finalize {self.path}: {self._ffmpeg_error()}")
-                self._proc.stderr.close()
-            elif self._writer is not None:
-                self._writer.release()
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                broke = True
+            rc = self._proc.wait()
+        if rc != 0 or broke:
+            reason = self._ffmpeg_reason()
+            self._proc.stderr.close()
+            try:
+                self.frames_kept = mp4.trim_to_complete(self.path)
+            except OSError:                    # the file or its directory is gone
+                pass
+            raise _failed_write(self.path, reason)
+        self._proc.stderr.close()
 
     def encode_ms(self) -> list[float]:
         return self._worker.job_ms
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "encoder": self.encoder, "frames": self.frames,
-                "width": self.size[0], "height": self.size[1], "fps": round(self.fps, 3)}
+        d = {"path": str(self.path), "encoder": self.encoder, "frames": self.frames,
+             "width": self.size[0], "height": self.size[1], "fps": round(self.fps, 3)}
+        if self.frames_kept is not None:
+            d["frames_kept"] = self.frames_kept
+        return d
 
 
 class _FileSink(Sink):
@@ -253,6 +294,18 @@ class MaskSink(_FileSink):
     attr, suffix, params = "labels", ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1)
 
 
+class ConfidenceSink(_FileSink):
+    """confidence/<stem>.png or confidence/<6-digit index>.png, named like the masks:
+    single-channel uint8 top-class probability x 255 at the source resolution."""
+
+    name = "confidence"
+    # Smooth gradients: most of the encode time goes to choosing PNG filters per row; the SUB
+    # filter with run-length matching halves it for files of the same size.
+    attr, suffix, params = "confidence", ".png", (
+        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
+
+
 class WindowSink(Sink):
     """A cv2 window. ``unavailable_reason()`` says why not when there is no display/GUI backend."""
 
@@ -282,21 +335,33 @@ class WindowSink(Sink):
 
 
 class JsonlSink(Sink):
-    """frames.jsonl: ``Frame.record()`` per published frame, line-buffered so a reader (a
-    dashboard, a test) can follow the run live."""
+    """frames.jsonl: ``Frame.record()`` per published frame, each line written whole with one
+    unbuffered write, so a reader (a dashboard, a test) can follow the run live. A write that
+    fails (disk full) is undone: the file is cut back to its last whole line."""
 
     name = "jsonl"
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._f = open(self.path, "w", buffering=1)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._size = 0                          # bytes of whole lines written so far
 
     def write(self, frame: Frame) -> None:
+        line = (json.dumps(frame.record()) + "\n").encode()
         try:
-            self._f.write(json.dumps(frame.record()) + "\n")
+            done = 0
+            while done < len(line):             # a short write is not an error yet
+                done += os.write(self._fd, line[done:])
         except OSError as e:
+            try:
+                os.ftruncate(self._fd, self._size)
+                os.lseek(self._fd, self._size, os.SEEK_SET)
+            except OSError:
+                pass                            # nothing more can be done for the file
             raise _output_error(self.path, e) from None
+        self._size += len(line)
 
     def close(self) -> None:
-        self._f.close()
-
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

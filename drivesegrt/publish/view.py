@@ -13,16 +13,30 @@ The view must never slow the pipeline: ``write`` only keeps a reference to the n
 ``max_fps`` times a second and only while a client watches; every client thread sends the
 newest JPEG when it can, so a slow browser skips frames instead of queueing them. Binds to
 127.0.0.1 unless another host is given; port 0 picks a free port (``url`` has the real one).
+
+Safe to expose:
+- beyond loopback, ``exposure_warning`` says so (the run prints it); ``token`` makes every
+  request need ``?token=TOKEN`` or ``Authorization: Bearer TOKEN`` (401 otherwise);
+- the Host header must name this server: a loopback name, an IP address, the bound host, or
+  one of ``hosts`` (403 otherwise), so a DNS-rebinding page cannot read a loopback view;
+- a request's line and headers must arrive within ``request_timeout`` (a watchdog closes
+  the connection otherwise, trickling bytes does not help), and at most ``max_connections``
+  are served at once (more get 503 without a thread);
+- no software version in the headers.
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import socket
+import sys
 import threading
 from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
@@ -32,6 +46,8 @@ from ..timing import RateMeter, now
 from .sinks import Sink
 
 BOUNDARY = "drivesegrt-frame"
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+SERVER_NAME = "drivesegrt-view"         # the Server header: no versions
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -57,16 +73,27 @@ class ViewSink(Sink):
     address: where to listen. counters: optional callable returning the run's live counters
     (``frames_in``, ``frames_dropped``, ``frames_failed``, ``reconnects``, ...), merged into
     /stats.json; set later with :meth:`set_counters` when the pipeline exists after the sinks.
+    token: required on every request when set. hosts: more names allowed in the Host header.
+    request_timeout: seconds for a request's line and headers (and for each read).
+    max_connections: connections served at once; more are answered 503.
     """
 
     name = "view"
 
     def __init__(self, address: str = "http://127.0.0.1:8080", max_fps: float = 15.0,
-                 quality: int = 80, counters: Callable[[], dict] | None = None):
+                 quality: int = 80, counters: Callable[[], dict] | None = None,
+                 token: str | None = None, hosts=(), request_timeout: float = 10.0,
+                 max_connections: int = 16):
         host, port = parse_address(address)
         if max_fps <= 0 or not 1 <= quality <= 100:
             raise ValueError(f"view: need max_fps > 0 and quality 1..100, got {max_fps}, {quality}")
+        if token is not None and not token:
+            raise ValueError("--view-token must not be empty")
         self.max_fps, self.quality = float(max_fps), int(quality)
+        self.token = token
+        self.request_timeout = float(request_timeout)
+        self.allowed_hosts = {_host_name(h) for h in (*LOOPBACK_NAMES, host, *hosts)}
+        self._deadlines: dict[socket.socket, float] = {}
         self._counters = counters
         self._lock = threading.Condition()
         self._closed = threading.Event()
@@ -85,16 +112,22 @@ class ViewSink(Sink):
         self._size = (0, 0)
         self._t_start = now()
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+            self._server = _CappedServer((host, port), _handler_for(self), max_connections)
         except OSError as e:
             raise ValueError(f"--view: cannot listen on {host}:{port} "
                              f"({e.strerror or e})") from None
-        self._server.daemon_threads = True
         self.host, self.port = host, self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/"
+        bound = ipaddress.ip_address(self._server.server_address[0])
+        self.exposure_warning = None if bound.is_loopback else (
+            f"the live view listens on {host}:{self.port}, reachable from the network over "
+            f"plain HTTP: " + ("anyone who can reach it sees the camera; set --view-token"
+                               if token is None else "the token travels unencrypted"))
         self._threads = [threading.Thread(target=self._server.serve_forever, name="view-http",
                                           kwargs={"poll_interval": 0.2}, daemon=True),
                          threading.Thread(target=self._encode_loop, name="view-encode",
+                                          daemon=True),
+                         threading.Thread(target=self._watchdog, name="view-watchdog",
                                           daemon=True)]
         for t in self._threads:
             t.start()
@@ -163,6 +196,51 @@ class ViewSink(Sink):
         with self._lock:
             self._clients -= 1
 
+    # -- requests: who may ask, and how long they may take -----------------------------------
+    def host_allowed(self, header: str | None) -> bool:
+        """A Host header naming this server: an IP address, a loopback name, the bound host
+        or a configured name. A rebinding page's own DNS name is none of these."""
+        if not header:
+            return False
+        name = _host_name(header)
+        try:
+            ipaddress.ip_address(name)
+            return True                 # rebinding needs a DNS name: an address is safe
+        except ValueError:
+            return name in self.allowed_hosts
+
+    def token_ok(self, query: str, authorization: str | None) -> bool:
+        if self.token is None:
+            return True
+        given = parse_qs(query).get("token", [""])[-1]
+        scheme, _, bearer = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer":
+            given = given or bearer.strip()
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def watch(self, conn: socket.socket) -> None:
+        """The request on ``conn`` must be read within ``request_timeout`` from now."""
+        with self._lock:
+            self._deadlines[conn] = now() + self.request_timeout
+
+    def unwatch(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def _watchdog(self) -> None:
+        period = min(0.5, max(0.05, self.request_timeout / 5))
+        while not self._closed.wait(period):
+            t = now()
+            with self._lock:
+                late = [c for c, deadline in self._deadlines.items() if deadline < t]
+                for c in late:
+                    del self._deadlines[c]
+            for c in late:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)   # the handler's blocked read returns: done
+                except OSError:
+                    pass
+
     # -- stats -------------------------------------------------------------------------------
     def stats(self) -> dict:
         """/stats.json: rates and recent per-stage medians, plus the pipeline's counters."""
@@ -198,16 +276,98 @@ class ViewSink(Sink):
                 "jpegs_encoded": self.jpegs_encoded}
 
 
+def _host_name(host: str) -> str:
+    """The name part of a Host header or address, lower case: 'Example.com.:80' -> 'example.com',
+    '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+class _CappedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once; beyond that a fixed 503
+    is written and the connection closed on the accepting thread (no thread, no waiting)."""
+
+    daemon_threads = True
+    BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER_NAME.encode()
+            + b"\r\nContent-Type: text/plain\r\nContent-Length: 34\r\nRetry-After: 5\r\n"
+            b"Connection: close\r\n\r\ntoo many connections to the view\r\n")
+
+    def __init__(self, address, handler, max_connections: int):
+        if max_connections < 1:
+            raise ValueError(f"view: max_connections must be >= 1, got {max_connections}")
+        self.max_connections = max_connections
+        self._active = 0
+        self._count_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        with self._count_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if not full:
+            super().process_request(request, client_address)
+            return
+        try:
+            request.settimeout(1.0)
+            request.sendall(self.BUSY)
+        except OSError:
+            pass                                 # the client is gone already
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # A client that vanished or was cut off by the watchdog is routine, not a traceback
+        # on the run's terminal; anything else is a bug and is printed as usual.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self._active -= 1
+
+
 def _handler_for(view: ViewSink):
     class Handler(BaseHTTPRequestHandler):
-        server_version = "drivesegrt-view"
         protocol_version = "HTTP/1.1"
+        timeout = view.request_timeout           # each read of a request (StreamRequestHandler)
+
+        def version_string(self) -> str:          # the default appends the Python version
+            return SERVER_NAME
 
         def log_message(self, *args):   # quiet: the run's own output is on the terminal
             pass
 
+        def handle_one_request(self):
+            view.watch(self.connection)           # the line and headers, within the timeout
+            try:
+                super().handle_one_request()
+            finally:
+                view.unwatch(self.connection)
+
         def do_GET(self):
-            path = urlsplit(self.path).path
+            view.unwatch(self.connection)         # headers read; responses have own timeouts
+            url = urlsplit(self.path)
+            if not view.host_allowed(self.headers.get("Host")):
+                self.send_error(HTTPStatus.FORBIDDEN, "host not allowed",
+                                "the Host header does not name this server")
+                return
+            if not view.token_ok(url.query, self.headers.get("Authorization")):
+                self.send_response(HTTPStatus.UNAUTHORIZED)
+                body = b"token required: ?token=TOKEN or 'Authorization: Bearer TOKEN'\n"
+                self.send_header("WWW-Authenticate", 'Bearer realm="drivesegrt-view"')
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            path = url.path
             if path in ("/", "/index.html"):
                 self._send(PAGE.encode(), "text/html; charset=utf-8")
             elif path == "/stats.json":
@@ -266,7 +426,7 @@ PAGE = """<!doctype html>
  #status { color: #8c8; }
 </style></head>
 <body><main>
- <img id="live" src="/stream.mjpg" alt="live overlay">
+ <img id="live" alt="live overlay">
  <div><h1>drivesegrt live <span id="status">connecting</span></h1>
  <table id="stats"><tbody></tbody></table></div>
 </main>
@@ -279,9 +439,11 @@ function row(name, value) {
   return "<tr><td>" + name + "</td><td class=v>" + (value === undefined || value === null
          ? "-" : value) + "</td></tr>";
 }
+// The page's own query (?token=...) goes along with every request it makes.
+document.getElementById("live").src = "/stream.mjpg" + location.search;
 async function refresh() {
   try {
-    const r = await fetch("/stats.json", {cache: "no-store"});
+    const r = await fetch("/stats.json" + location.search, {cache: "no-store"});
     const s = await r.json();
     let html = ROWS.map(([k, label]) => row(label, s[k])).join("");
     for (const [stage, ms] of Object.entries(s.stages_ms || {}))

@@ -7,6 +7,10 @@ print one table, write JSON and confusion-matrix PNGs.
 
 With several entries (models, backends, precisions) the first is the reference and the table adds
 each entry's argmax agreement with it: the fraction of pixels given the identical class.
+
+``--video`` treats the split as an ordered sequence (in name order): it adds per-frame mIoU and
+the temporal stability figures of ``train/temporal.py`` (TC, flicker rate); ``--temporal SPEC``
+(repeatable) scores each model once more per smoothing setting, so one command compares them.
 """
 from __future__ import annotations
 
@@ -18,19 +22,23 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.camvid import read_image
-from ..data.splits import DATASETS, DatasetSplit, open_split
+from ..data.splits import DATASETS, DatasetSplit, folder_split, open_split
 from ..engines import BACKENDS
 from ..files import write_json
 from ..infer.build import (
+    BUNDLED,
     DEFAULT_BACKEND,
     DEFAULT_MODEL,
+    SELECTED_ON,
     make_segmenter,
     model_path,
     open_engine,
 )
 from ..infer.segmenter import Segmenter
-from ..labels import LABEL_MAPS, LabelMap, get_label_map, maps_between
+from ..infer.temporal import TEMPORAL_SYNTAX, TemporalSpec, parse_temporal
+from ..labels import LABEL_MAPS, LABEL_SETS, LabelMap, get_label_map, maps_between
 from .metrics import confusion_matrix, scores
+from .temporal import FlowWarp, TemporalScores, sequence_key, warp_labels
 
 
 def add_arguments(p):
@@ -42,7 +50,12 @@ def add_arguments(p):
                    help="once for all models or once per --model, in order (an ONNX file needs "
                         f"onnxruntime, openvino or tensorrt); default: {DEFAULT_BACKEND}")
     p.add_argument("--data", required=True, help="dataset root (CamVid SegNet layout or "
-                                                 "Cityscapes leftImg8bit/gtFine)")
+                                                 "Cityscapes leftImg8bit/gtFine); with --labels, "
+                                                 "a folder of images")
+    p.add_argument("--labels", metavar="DIR", help="a folder of single-channel label images "
+                   "named like the images in --data (instead of a dataset layout and --split)")
+    p.add_argument("--label-set", default="camvid11", choices=list(LABEL_SETS),
+                   help="the class ids of --labels (default: camvid11; its void id is ignored)")
     p.add_argument("--split", default="test")
     p.add_argument("--dataset", default="auto", choices=DATASETS)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -53,6 +66,12 @@ def add_arguments(p):
                         "map of its classes (default: the one map between the two sets, "
                         f"printed); allowed: {', '.join(LABEL_MAPS)}")
     p.add_argument("--max-images", type=int, help="score only the first N images")
+    p.add_argument("--video", action="store_true",
+                   help="the split is an ordered labelled sequence (name order): add per-frame "
+                        "mIoU, temporal consistency (TC) and flicker rate")
+    p.add_argument("--temporal", action="append", metavar="SPEC",
+                   help=f"with --video: temporal smoothing ({TEMPORAL_SYNTAX}); repeat to score "
+                        f"each model with each setting (default: none)")
     p.add_argument("--json", metavar="OUT", help="write the scores as JSON")
     p.add_argument("--confusion", metavar="OUT.png",
                    help="row-normalized confusion matrix image (with several models: "
@@ -64,6 +83,7 @@ class Entry:
     """One scored (model, backend) and its running totals."""
     path: Path
     backend: str
+    temporal: TemporalSpec | None = None
     model: str = ""                         # as given: a bundled name or a path
     segmenter: Segmenter | None = None
     precision: str = "fp32"
@@ -72,27 +92,40 @@ class Entry:
     missed: np.ndarray | None = None        # (C,) pixels of each class predicted as void
     agree: int = 0                          # pixels with the reference's class
     ms: list = field(default_factory=list)  # segmenter time per image
+    frame_miou: list = field(default_factory=list)   # --video: per frame, 0..1
+    stability: TemporalScores | None = None          # --video: TC and flicker
 
     @property
-    def label(self) -> str:
+    def model_label(self) -> str:
         extra = "" if self.precision == "fp32" else f" {self.precision}"
         return f"{self.path.name} [{self.backend}{extra}]"
 
+    @property
+    def label(self) -> str:
+        return self.model_label + ("" if self.temporal is None else f" {self.temporal}")
+
 
 def main(args) -> int:
-    split = open_split(args.data, args.split, args.dataset)
+    split = (folder_split(args.data, args.labels, args.label_set) if args.labels
+             else open_split(args.data, args.split, args.dataset))
     if args.max_images is not None:
         if args.max_images < 1:
             raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
         split = DatasetSplit(split.name, split.split, split.pairs[: args.max_images],
                              split.labels, split.read_label)
-    entries = plan_entries(args.model, args.backend)
+    if args.temporal and not args.video:
+        raise ValueError("--temporal needs --video (smoothing runs over an ordered sequence)")
+    entries = plan_entries(args.model, args.backend, args.temporal)
     with ExitStack() as stack:
+        engines = {}
         for e in entries:
-            engine = stack.enter_context(open_engine(e.path, e.backend, args.device))
+            key = (e.path, e.backend)          # settings of one model share its engine
+            if key not in engines:
+                engines[key] = stack.enter_context(open_engine(e.path, e.backend, args.device))
+            engine = engines[key]
             e.label_map = choose_label_map(engine.spec.meta.label_set, split.labels.name,
                                            args.label_map, e.path)
-            e.segmenter = make_segmenter(engine, filter_mode=args.filter,
+            e.segmenter = make_segmenter(engine, filter_mode=args.filter, temporal=e.temporal,
                                          remap=e.label_map and e.label_map.target)
             e.precision = engine.spec.precision
             check_classes(e, split)
@@ -100,9 +133,14 @@ def main(args) -> int:
                 e.segmenter.warmup(1)
             except ValueError as err:
                 raise ValueError(f"{e.path}: {err}") from None
-        total = evaluate(entries, split)
+        total = evaluate(entries, split, args.video)
     results = [result_dict(e, total, split, args.filter) for e in entries]
     print_table(entries, results, split, args.filter)
+    note = selection_note(entries, split)
+    if note:
+        print(f"note: {note}")
+        for r in results:
+            r["note"] = note
     if args.json:
         write_json(args.json, results_json(results))
         print(f"wrote {args.json}")
@@ -114,8 +152,9 @@ def main(args) -> int:
     return 0
 
 
-def plan_entries(models, backends) -> list[Entry]:
-    """(model path, backend) pairs from the repeated --model/--backend options."""
+def plan_entries(models, backends, temporal=None) -> list[Entry]:
+    """(model path, backend, smoothing) from the repeated --model/--backend/--temporal options:
+    every model with every smoothing setting, in that order."""
     models = models or [None]
     if backends and len(backends) not in (1, len(models)):
         raise ValueError(f"{len(backends)} --backend values for {len(models)} --model values; "
@@ -123,7 +162,21 @@ def plan_entries(models, backends) -> list[Entry]:
     backends = backends or [DEFAULT_BACKEND]
     if len(backends) == 1:
         backends = backends * len(models)
-    return [Entry(model_path(m, b), b, str(m or DEFAULT_MODEL)) for m, b in zip(models, backends)]
+    specs = [parse_temporal(t) for t in temporal or ["none"]]
+    return [Entry(model_path(m, b), b, spec, str(m or DEFAULT_MODEL))
+            for m, b in zip(models, backends) for spec in specs]
+
+
+def selection_note(entries: list[Entry], split: DatasetSplit) -> str | None:
+    """A line saying so when a bundled model is scored on the split it was chosen on."""
+    chosen = [name for name, files in BUNDLED.items()
+              if SELECTED_ON.get(name) == (split.name, split.split)
+              and any(e.path in files.values() for e in entries)]
+    if not chosen:
+        return None
+    kind = "stability figures" if entries[0].stability is not None else "figures"
+    return (f"the bundled {', '.join(chosen)} model was chosen on {split.name} {split.split}: "
+            f"these are {kind}, not accuracy claims")
 
 
 def choose_label_map(model_set: str, data_set: str, requested: str | None,
@@ -156,72 +209,123 @@ def check_classes(entry: Entry, split: DatasetSplit) -> None:
                          f"{split.labels.name}")
 
 
-def evaluate(entries: list[Entry], split: DatasetSplit) -> int:
+def evaluate(entries: list[Entry], split: DatasetSplit, video: bool = False) -> int:
     """Run every image through every entry's Segmenter; fills each entry's confusion matrix,
-    agreement count and timings. Returns the number of pixels scored per entry."""
+    agreement count and timings (and with ``video``, per-frame mIoU, TC and flicker). Returns
+    the number of pixels scored per entry."""
     c = split.labels.num_classes
     for e in entries:
         e.cm = np.zeros((c, c), np.int64)
+        e.stability = TemporalScores(c) if video else None
         e.missed = np.zeros(c, np.int64)
     pixels = 0
+    warper = FlowWarp() if video else None
+    last = None                     # --video: (key, image, label, predictions) of frame t-1
     for img_path, lab_path in tqdm(split.pairs, desc=f"eval {split.name} {split.split}",
                                    unit="img", dynamic_ncols=True):
         image = read_image(img_path)                        # (H, W, 3) uint8 BGR
         label = split.read_label(lab_path, image.shape)     # (H, W) uint8 train ids
+        key = sequence_key(Path(img_path).stem)
+        follows = last is not None and last[0] == key and last[1].shape == image.shape
         reference = None
+        preds = []
         for e in entries:
+            if video and not follows:
+                e.segmenter.reset()                         # a new sequence: no history
             result = e.segmenter.segment(image)
             pred = result.labels                            # (H, W) uint8 class ids
             if pred.shape != label.shape:
                 raise ValueError(f"{e.path}: prediction {pred.shape} for {img_path} does not "
                                  f"match its label {label.shape}")
+            truth = label                   # this entry's view of the label
             void = pred >= c                # a model class the label map sends to void
             if void.any():                  # a miss for the pixel's true class
-                truth = label[void]
-                e.missed += np.bincount(truth[truth < c], minlength=c)
+                missed = label[void]
+                e.missed += np.bincount(missed[missed < c], minlength=c)
                 pred = np.where(void, 0, pred)
-                label = np.where(void, 255, label)
-            e.cm += confusion_matrix(pred, label, c)
+                truth = np.where(void, 255, label)
+            e.cm += confusion_matrix(pred, truth, c)
             e.ms.append(sum(result.stages_ms.values()))
             if reference is None:
                 reference = pred
             e.agree += int(np.count_nonzero(pred == reference))
+            preds.append(pred)
         pixels += label.size
+        if video:
+            score_frame(entries, preds, label, last if follows else None, image, warper)
+            last = (key, image, label, preds)
     return pixels
+
+
+def score_frame(entries, preds, label, last, image, warper: FlowWarp) -> None:
+    """--video: per-frame mIoU of each entry's prediction; with the previous frame of the same
+    sequence (``last``), the pair's TC and flicker (one flow for all entries)."""
+    c = entries[0].stability.num_classes
+    for e, pred in zip(entries, preds):
+        e.frame_miou.append(scores(confusion_matrix(pred, label, c))["miou"])
+    if last is None:
+        return
+    _, prev_image, prev_label, prev_preds = last
+    warp = warper(prev_image, image)
+    warped_label = warp_labels(label, warp)
+    for e, prev, pred in zip(entries, prev_preds, preds):
+        e.stability.add_pair(prev, pred, prev_label, warped_label, warp)
 
 
 def result_dict(e: Entry, pixels: int, split: DatasetSplit, filter_mode: str) -> dict:
     """The JSON object of one entry: DESIGN.md's keys first, then where it came from."""
     s = scores(e.cm, split.labels.class_names, e.missed)
-    return {**s, "images": len(split.pairs), "model": e.model, "backend": e.backend,
-            "precision": e.precision, "dataset": split.name, "split": split.split,
-            "label_map": e.label_map and e.label_map.name,
-            "filter": filter_mode, "agreement": e.agree / pixels if pixels else None,
-            "ms_per_image_p50": float(np.median(e.ms)) if e.ms else None}
+    out = {**s, "images": len(split.pairs), "model": e.model, "backend": e.backend,
+           "precision": e.precision, "dataset": split.name, "split": split.split,
+           "label_map": e.label_map and e.label_map.name,
+           "filter": filter_mode, "agreement": e.agree / pixels if pixels else None,
+           "ms_per_image_p50": float(np.median(e.ms)) if e.ms else None}
+    if e.stability is not None:
+        stems = [Path(img).stem for img, _ in split.pairs]
+        out.update(temporal=str(e.temporal) if e.temporal else "none",
+                   miou_frame_mean=float(np.mean(e.frame_miou)) if e.frame_miou else None,
+                   **e.stability.summary(),
+                   per_frame=[{"stem": s_, "miou": m} for s_, m in zip(stems, e.frame_miou)],
+                   per_pair={"tc": e.stability.tc, "flicker": e.stability.flicker})
+    return out
 
 
 def print_table(entries: list[Entry], results: list[dict], split: DatasetSplit,
                 filter_mode: str) -> None:
     """Classes down, entries across; IoU and accuracies in %."""
     names = split.labels.class_names
-    width = max(9, *(len(e.label) for e in entries))
+    labels = [e.label for e in entries]
+    settings = [str(e.temporal or "none") for e in entries]
+    print(f"{split.name} {split.split}: {len(split.pairs)} images, filter {filter_mode}")
+    if len({e.model_label for e in entries}) == 1 and len(set(settings)) == len(entries) > 1:
+        print(f"model {entries[0].model_label}; columns: temporal smoothing")
+        labels = settings
+    width = max(9, *(len(x) for x in labels))
     first = max(16, *(len(n) for n in names))
 
     def row(title, values, fmt="{:.1f}"):
         cells = ["-" if v is None else fmt.format(v) for v in values]
         print(f"{title:<{first}} " + " ".join(f"{c:>{width}}" for c in cells))
 
-    print(f"{split.name} {split.split}: {len(split.pairs)} images, filter {filter_mode}")
-    print(f"{'IoU %':<{first}} " + " ".join(f"{e.label:>{width}}" for e in entries))
+    print(f"{'IoU %':<{first}} " + " ".join(f"{x:>{width}}" for x in labels))
     for n in names:
         row(n, [None if r["per_class_iou"][n] is None else 100 * r["per_class_iou"][n]
                 for r in results])
-    row("mIoU", [100 * r["miou"] for r in results])
+    video = entries[0].stability is not None       # stability figures compare to 0.01
+    row("mIoU", [100 * r["miou"] for r in results], "{:.2f}" if video else "{:.1f}")
     row("pixel acc", [100 * r["pixel_acc"] for r in results])
     row("mean class acc", [100 * r["mean_class_acc"] for r in results])
+    if video:
+        row("mIoU frame mean", [_pct(r["miou_frame_mean"]) for r in results], "{:.2f}")
+        row("TC", [_pct(r["tc"]) for r in results], "{:.2f}")
+        row("flicker %", [_pct(r["flicker"]) for r in results], "{:.3f}")
     if len(entries) > 1:
         row("agreement vs 1st", [100 * r["agreement"] for r in results], "{:.3f}")
     row("ms/image p50", [r["ms_per_image_p50"] for r in results])   # entries run in turn
+
+
+def _pct(v):
+    return None if v is None else 100 * v
 
 
 def results_json(results: list[dict]) -> dict:
