@@ -265,3 +265,24 @@ def test_calibration_memory_does_not_grow_with_the_number_of_images(tmp_path):
         assert r.returncode == 0, r.stderr
         peak_kib[n] = int(r.stdout.strip().splitlines()[-1])
     assert peak_kib[32] - peak_kib[8] < 25 * 1024, peak_kib
+
+
+def test_espnetv2_quantizes(calib_images, tmp_path):
+    """ESPNetv2 (PReLU as Relu/Sub/Mul/Add, grouped and dilated convs, pooling pyramids),
+    uint8 graph input: a runnable Q/DQ file; ``op_types=("Conv",)`` quantizes fewer tensors
+    (only what the convolutions read: the element-wise PReLU pieces stay float)."""
+    fp32 = tiny_onnx(tmp_path / "esp.onnx", "espnetv2", uint8_input=True)
+    out = tmp_path / "esp.u8.onnx"
+    quantize_int8(fp32, out, calib_images[:2], method="percentile", activations="uint8",
+                  equalize=False)
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node) > 50
+    assert read_meta_file(out).precision == "int8"
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": random_frames(1, read_meta_file(out).input_size)})[0]
+    assert y.shape[1] == 11 and np.isfinite(y).all()
+    convs = tmp_path / "esp.conv.onnx"
+    quantize_int8(fp32, convs, calib_images[:2], method="minmax", activations="uint8",
+                  equalize=False, op_types=("Conv",))
+    count = {path: sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+             for path in (out, convs)}
+    assert 0 < count[convs] < count[out]

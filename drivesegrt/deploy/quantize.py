@@ -3,7 +3,7 @@
     drivesegrt calibrate --model FILE.onnx --data DIR --out FILE.int8.onnx
         [--method entropy|percentile|minmax] [--num-images N] [--list calibration/camvid_train.txt]
         [--video FILE --video-frames N] [--exclude NODE ...] [--activations int8|uint8]
-        [--no-equalize] [--narrow-float N]
+        [--no-equalize] [--narrow-float N] [--ops TYPE,...]
 
 Recipe (what TensorRT's explicit quantization needs, see ../calibration/README.md):
 activation equalization first (``drivesegrt.deploy.equalize``, exact in fp32; ``--no-equalize`` skips
@@ -294,7 +294,8 @@ def calibrate_ranges(model_path: str | Path, reader: FrameReader, method: str,
 def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *,
                   method: str = "percentile", frames=(), exclude=(),
                   percentile: float = DEFAULT_PERCENTILE, activations: str = "int8",
-                  equalize: bool = True, narrow_float: int | None = None) -> list[str]:
+                  equalize: bool = True, narrow_float: int | None = None,
+                  op_types: tuple[str, ...] = ()) -> list[str]:
     """Write the Q/DQ int8 version of ``model_path`` (fp32 ONNX from ``export``) to ``out``.
 
     equalize: first rescale the channels between ``Conv -> Relu -> Conv`` pairs to even ranges
@@ -304,6 +305,11 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
 
     activations: ``int8`` symmetric (zero point 0; what TensorRT consumes, the default) or
     ``uint8`` asymmetric (ONNX Runtime's fast U8S8 kernels on x86 CPUs; TensorRT rejects it).
+
+    op_types: quantize only these operator types (e.g. ``("Conv",)``: int8 convolutions, float
+    in between, for graphs whose element-wise tails, such as ESPNetv2's PReLU written as
+    Relu/Sub/Mul/Add, lose accuracy when every step is requantized); default: every type ONNX
+    Runtime quantizes.
 
     Returns the names of the nodes kept in float. The output keeps the metadata with
     ``precision = "int8"``.
@@ -352,6 +358,7 @@ def quantize_int8(model_path: str | Path, out: str | Path, images: list[Path], *
             str(prepped), str(out), None, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=list(op_types) or None,
             calibrate_method=ranges.calibration_method, nodes_to_exclude=keep_float,
             extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
                            "QuantizeBias": False},
@@ -391,6 +398,9 @@ def add_arguments(p) -> None:
                         f"{NARROW_CHANNELS} with --activations uint8, where ONNX Runtime's int8 "
                         "kernels are slower there; 0 otherwise; for OpenVINO use 0: its int8 "
                         "kernels are fast on narrow layers too)")
+    p.add_argument("--ops", default="", metavar="TYPE,...",
+                   help="quantize only these ONNX operator types, e.g. Conv (default: all that "
+                        "ONNX Runtime quantizes)")
     p.add_argument("--exclude", nargs="*", default=[],
                    help="node names to keep in float (sensitive layers)")
 
@@ -406,7 +416,8 @@ def main(args) -> int:
     kept = quantize_int8(args.model, args.out, images, method=args.method, frames=frames,
                          exclude=args.exclude, percentile=args.percentile,
                          activations=args.activations, equalize=args.equalize,
-                         narrow_float=args.narrow_float)
+                         narrow_float=args.narrow_float,
+                         op_types=tuple(t for t in args.ops.split(",") if t))
     print(f"wrote {args.out}: int8 Q/DQ, {args.method} calibration on {len(images)} images"
           f"{f' + {len(frames)} video frames' if frames else ''}; "
           f"{len(kept)} node(s) kept in float; {args.activations} activations"
