@@ -88,3 +88,5 @@ def test_bench_pick_records_the_choice(tmp_path):
     assert [p["backend"] for p in res["pipelines"]] == ["auto"]
     assert res["pipelines"][0]["frames_out"] == 8
     assert "auto pipeline/engine-only" in res["ratios"]
+    table = (out / "results.md").read_text()
+    assert "### Engine pick" in table and table.count("**chosen**") == 1
