@@ -6,8 +6,8 @@ the int8 variants calibrated from it that sit next to it (``<stem>.*int8.onnx``,
 runtimes; nothing is calibrated here. Each candidate's class map (argmax at the model's output
 resolution) is compared with the reference's, ONNX Runtime on the model file itself (fp32), on
 a few real frames; those that agree on at least ``MIN_AGREEMENT`` of the pixels are timed on
-one frame for about ``seconds`` each, in turns (interleaved, so drifting machine speed weighs
-on all alike), and the fastest wins. The reference always passes, so there is a choice.
+one frame, in turns (interleaved, so drifting machine speed weighs on all alike) for about
+``seconds`` in all, and the fastest wins. The reference always passes, so there is a choice.
 
 Why 97 %: the calibrated int8 files agree with fp32 on 98.2-98.4 % of CamVid test pixels at
 the same mIoU (README, "Deployment accuracy"); a broken calibration lands far below.
@@ -95,12 +95,12 @@ def _labels(engine, batches) -> list[np.ndarray]:
 
 def _time_interleaved(runs: list, seconds: float, burst: int = 3) -> list[float]:
     """Median ms per call of each ``run()``, timed in turns (a burst each, round after round,
-    about ``seconds`` per candidate in all), so a machine whose speed drifts (other jobs, clock
-    changes) weighs on every candidate alike."""
+    about ``seconds`` for all of them together), so a machine whose speed drifts (other jobs,
+    clock changes) weighs on every candidate alike."""
     for run in runs:
         run()                                         # warm-up (compilation, buffers)
     times: list[list[float]] = [[] for _ in runs]
-    end = time.perf_counter() + seconds * len(runs)
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end or min(len(t) for t in times) < 5:
         for run, ts in zip(runs, times):
             for _ in range(burst):
