@@ -62,20 +62,26 @@ def sample_frames(source: str | None, n: int = 4) -> list[np.ndarray]:
     """Up to ``n`` (H, W, 3) uint8 BGR frames to compare runtimes on: the first frames of
     ``source`` when it is a file OpenCV reads (a video or an image), else ``n`` seeded
     smooth random frames (a camera or a stream is not opened twice)."""
-    frames = []
-    if source and Path(source).is_file():
-        cap = cv2.VideoCapture(str(source))
-        while len(frames) < n:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-        cap.release()
+    frames = first_frames(source, n) if source and Path(source).is_file() else []
     if frames:
         return frames
     rng = np.random.default_rng(0)
     return [cv2.resize(rng.integers(0, 256, (9, 16, 3), dtype=np.uint8), (960, 540),
                        interpolation=cv2.INTER_CUBIC) for _ in range(n)]
+
+
+def first_frames(path: str | Path, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames OpenCV reads from ``path`` ((H, W, 3) uint8 BGR; fewer if it
+    holds fewer, none if it cannot read it)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
 
 
 def int8_variants(model: Path) -> list[Path]:
