@@ -30,6 +30,7 @@ def test_sample_frames_reads_the_video_else_generates():
 
 
 def test_pick_checks_every_runtime_and_int8_file_and_takes_the_fastest_agreeing():
+    pytest.importorskip("openvino", reason="openvino not installed (pip install '.[openvino]')")
     choice, tried = pick(BUNDLED, sample_frames(str(HIGHWAY_CLIP), 2), seconds=0.2)
     got = [(c.backend, c.path.name) for c in tried]
     assert got == [("onnxruntime", BUNDLED.name), ("openvino", BUNDLED.name),
