@@ -26,7 +26,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivesegrt.capture.video import VideoFileSource  # noqa: E402
-from drivesegrt.frame import Frame  # noqa: E402
 from drivesegrt.infer.build import load_segmenter  # noqa: E402
 from drivesegrt.publish.driving import DrivingFigures  # noqa: E402
 from drivesegrt.publish.overlay import Overlay  # noqa: E402
@@ -67,11 +66,11 @@ def measure(source: str, backend: str, model: str | None, frames: int, threads: 
         n = 0
         t0 = time.perf_counter()
         while n < frames:
-            image = src._next()
+            frame = src.read()
             clock.lap("capture")
-            if image is None:
+            if frame is None:
                 break
-            frame = Frame(index=n, image=image, t_capture=time.perf_counter())
+            image = frame.image
             job = seg.submit(image)
             clock.lap("preprocess+infer")
             result = job.result()
