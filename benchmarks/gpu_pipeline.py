@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,14 +81,9 @@ def make_1080p(clip: Path, out: Path, frames: int) -> Path:
 
 
 def read_frames(video: Path, n: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    from drivesegrt.infer.pick import first_frames
+
+    frames = first_frames(video, n)
     if not frames:
         raise SystemExit(f"gpu_pipeline: could not decode {video}")
     return frames

@@ -15,6 +15,7 @@ import yaml
 
 from .engines import BACKENDS, DEFAULT_BACKEND
 from .engines.base import parse_device
+from .infer.pick import AUTO_BACKEND
 from .infer.postprocess import FILTER_MODES
 from .infer.temporal import TEMPORAL_SYNTAX, parse_temporal
 from .labels import LABEL_SETS
@@ -175,7 +176,8 @@ def _require(ok: bool, key: str, msg: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     path: str = ""                     # a bundled model name ("camvid") or a file; "" = the default
-    backend: typing.Literal[_BACKENDS] = DEFAULT_BACKEND     # type: ignore[valid-type]
+    # "auto": the fastest installed CPU runtime that agrees with ONNX Runtime (infer/pick.py)
+    backend: typing.Literal[(*_BACKENDS, AUTO_BACKEND)] = DEFAULT_BACKEND  # type: ignore[valid-type]
     device: str = "cpu"                # cpu | cuda | cuda:N
     input_size: tuple[int, int] | None = None   # (H, W) override of the model's input size
     threads: int = 0                   # engine threads (torch, ORT intra-op, OpenVINO); 0 = default

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig, choices, load_dataclass, to_dict
+from .infer.pick import AUTO_BACKEND
 
 
 def add_arguments(p) -> None:
@@ -159,12 +160,33 @@ def load_segmenter(cfg: RunConfig):
     from .infer.build import model_path
 
     m = cfg.model
-    seg = load(m.path or None, m.backend, m.device, filter_mode=cfg.postprocess.filter,
+    backend, path = m.backend, m.path or None
+    if backend == AUTO_BACKEND:
+        backend, path = choose_backend(cfg)
+    seg = load(path, backend, m.device, filter_mode=cfg.postprocess.filter,
                resize=cfg.preprocess.resize, remap=cfg.postprocess.remap,
                input_size=m.input_size, overlay_alpha=cfg.overlay.alpha, threads=m.threads,
                fp16=m.fp16, cuda_graphs=m.cuda_graphs, temporal=cfg.temporal.smoothing,
                scene_cut=cfg.temporal.scene_cut, confidence=cfg.confidence.wanted)
-    return seg, model_path(m.path or None, m.backend)
+    return seg, model_path(path, backend)
+
+
+def choose_backend(cfg: RunConfig) -> tuple[str, str]:
+    """``--backend auto``: (backend, model file) measured fastest among those that agree with
+    ONNX Runtime on the model (infer/pick.py), on the source's first frames when it is a file;
+    what was tried and chosen goes to stderr."""
+    from .infer.build import model_path
+    from .infer.pick import pick, sample_frames
+
+    if cfg.model.device != "cpu":
+        raise ValueError(f"--backend auto chooses among CPU runtimes; name the backend for "
+                         f"device {cfg.model.device!r}")
+    choice, tried = pick(model_path(cfg.model.path or None, "onnxruntime"),
+                         sample_frames(cfg.source), cfg.model.threads)
+    for c in tried:
+        print(f"drivesegrt: backend auto: {c.describe()}", file=sys.stderr)
+    print(f"drivesegrt: backend auto: chose {choice.backend} {choice.path}", file=sys.stderr)
+    return choice.backend, str(choice.path)
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):

@@ -83,7 +83,7 @@ def test_version_and_bare_command_print_and_do_not_run(tmp_path):
 def test_enum_flags_show_their_choices():
     out = subprocess.run([sys.executable, "-m", "drivesegrt", "run", "-h"], capture_output=True,
                          text=True, check=True).stdout
-    for flag, values in [("--backend", "{torch,onnxruntime,openvino,tensorrt}"),
+    for flag, values in [("--backend", "{torch,onnxruntime,openvino,tensorrt,auto}"),
                          ("--filter", "{linear,point}"), ("--resize", "{stretch,letterbox}"),
                          ("--remap", "{camvid11,cityscapes19,driving5}"),
                          ("--device", "{cpu,cuda,cuda:N}"), ("--codec", "{auto,h264,mp4v}")]:
@@ -113,7 +113,7 @@ def test_flags_for_config_keys_reach_the_config():
 def test_usage_errors_are_one_line_exit_2():
     cases = [(["run", "--backend", "tflite"],
               "drivesegrt: error: run: argument --backend: invalid choice: 'tflite' (choose from "
-              "'torch', 'onnxruntime', 'openvino', 'tensorrt') (see 'drivesegrt run -h')"),
+              "'torch', 'onnxruntime', 'openvino', 'tensorrt', 'auto') (see 'drivesegrt run -h')"),
              (["run", "--input-size", "12"],
               "drivesegrt: error: run: argument --input-size: '12': expected HxW, e.g. 360x480 "
               "(see 'drivesegrt run -h')"),

@@ -56,7 +56,7 @@ def test_remap_choices_are_the_label_sets():
 @pytest.mark.parametrize("data, message", [
     ({"model": {"backend": "tflite"}},
      "config key 'model.backend': 'tflite' is not allowed; "
-     "allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt'"),
+     "allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt', 'auto'"),
     ({"postprocess": {"filter": "cubic"}},
      "config key 'postprocess.filter': 'cubic' is not allowed; allowed: 'linear', 'point'"),
     ({"postprocess": {"remap": "coco"}},

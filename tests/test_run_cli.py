@@ -118,7 +118,7 @@ def _garbage(tmp_path, name, data=b"\x00\x01garbage" * 100):
     ("input_mismatch", r"config key 'model\.input_size': must be \[height, width\] >= 8, "
                        r"got \(4, 4\)"),
     ("backend", r"config key 'model\.backend': 'tflite' is not allowed; "
-                r"allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt'"),
+                r"allowed: 'torch', 'onnxruntime', 'openvino', 'tensorrt', 'auto'"),
     ("config", r"unknown config key postprocess\.'filtr'; allowed keys: filter, remap"),
     ("config_value", r"config key 'postprocess\.filter': 'cubic' is not allowed; "
                      r"allowed: 'linear', 'point'"),

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import shutil
 
+import av
 import cv2
 import numpy as np
 import pytest
-from helpers import published_frame, read_jsonl, video_info
+from helpers import HIGHWAY_CLIP, published_frame, read_jsonl, video_info
 
 from drivesegrt.publish.sinks import (
     ImageSink,
@@ -33,6 +34,28 @@ def test_video_sink_decodes_to_every_frame(tmp_path, codec):
     assert video_info(tmp_path / "o.mp4") == (12, 96, 64)
     assert ("libx264" if codec == "h264" else "mp4v") in sink.describe()["encoder"]
     assert len(sink.encode_ms()) == 12
+
+
+def test_h264_video_holds_the_frames_written(tmp_path, shared_data):
+    # Frames go into the encoder pipe as I420 converted by OpenCV: colors must survive.
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+
+    with av.open(str(HIGHWAY_CLIP)) as c:
+        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(10), c.decode(video=0))]
+    sink = VideoSink(tmp_path / "o.mp4", (960, 540), 25.0, "h264")
+    for i, img in enumerate(images):
+        f = published_frame(i, (960, 540))
+        f.overlay = img
+        sink.write(f)
+    sink.close()
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        back = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(back) == 10
+    psnr = [cv2.PSNR(a, b) for a, b in zip(images, back)]
+    assert min(psnr) > 35, psnr                       # crf 23 on this clip: about 40 dB
+    means = [np.abs(a.mean((0, 1)) - b.mean((0, 1))).max() for a, b in zip(images, back)]
+    assert max(means) < 1.5, means                    # no color shift per channel
 
 
 def test_video_sink_auto_falls_back_to_mp4v_for_odd_sizes(tmp_path):

@@ -1,8 +1,10 @@
 """Overlay: LUT colors blended with alpha, legend, HUD."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+from helpers import HIGHWAY_CLIP
 
 from drivesegrt.labels import CAMVID11, palette_lut
 from drivesegrt.publish.overlay import Overlay, colorize, hud_text
@@ -42,3 +44,20 @@ def test_legend_and_hud_are_drawn():
 def test_bad_alpha():
     with pytest.raises(ValueError, match="alpha"):
         Overlay(("a",), ((1, 2, 3),), 1.5)
+
+
+def test_overlay_is_the_three_channel_lut_blend_bit_for_bit():
+    # Per-channel LUTs replaced one 3-channel cv2.LUT: the overlay must not move by a level.
+
+    cap = cv2.VideoCapture(str(HIGHWAY_CLIP))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    labels = np.random.default_rng(0).integers(0, 256, frame.shape[:2], dtype=np.uint8)
+    lut3 = palette_lut(CAMVID11.palette, bgr=True).reshape(256, 1, 3)
+    color = cv2.LUT(cv2.merge((labels, labels, labels)), lut3)
+    ref = cv2.addWeighted(frame, 0.6, color, 0.4, 0.0)
+    out = Overlay(CAMVID11.class_names, CAMVID11.palette, 0.4, legend=False, hud=False)(
+        frame, labels)
+    assert np.array_equal(out, ref)
+    assert np.array_equal(colorize(labels, lut3), color)

@@ -75,7 +75,11 @@ def batch_config(args):
         raise ValueError(f"--cpus-per-worker must be > 0, --gpus-per-worker >= 0 and "
                          f"--workers >= 1 (got {cpus:g}, {gpus:g}, {args.workers})")
     from ..infer.build import model_path
+    from ..infer.pick import AUTO_BACKEND
 
+    if cfg.model.backend == AUTO_BACKEND:       # every worker must run the one engine named
+        raise ValueError("--backend auto chooses per run; a batch needs the backend named "
+                         "(drivesegrt run --backend auto prints its choice)")
     model = model_path(cfg.model.path or None, cfg.model.backend).absolute()
     cfg = dataclasses.replace(cfg, source="", output=None, model=dataclasses.replace(
         cfg.model, path=str(model), threads=cfg.model.threads or max(1, int(cpus))))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..files import write_json
 from ..infer.build import model_path
+from ..infer.pick import AUTO_BACKEND
 from ..models.checkpoint import load_model
 from .engines import RUNTIMES, Artifacts, bench_engines
 from .naive import naive_loop
@@ -26,6 +27,23 @@ def _resolution(text: str) -> tuple[int, int]:
     except ValueError:
         raise ValueError(f"bad resolution {text!r}; expected HxW, e.g. 360x480") from None
     return h, w
+
+
+def bundled_onnx() -> Path:
+    return model_path(None, "onnxruntime")
+
+
+def pick_table(video: str) -> dict:
+    """``--pick``: every candidate engine of the bundled ONNX model, timed and checked on the
+    video's first frames (generated ones for a synthetic source), and the choice."""
+    from ..infer.pick import pick, sample_frames
+
+    choice, tried = pick(bundled_onnx(), sample_frames(video))
+    print("engine pick (as run --backend auto):")
+    for c in tried:
+        print(f"  {c.describe()}")
+    print(f"  chose {choice.backend} {choice.path.name}")
+    return {"candidates": [c.record() for c in tried], "chosen": choice.record()}
 
 
 def add_arguments(p):
@@ -49,6 +67,10 @@ def add_arguments(p):
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per config")
     p.add_argument("--out", default=None, help="output folder (default runs/bench/<time>)")
     p.add_argument("--json", default=None, help="also write the JSON here")
+    p.add_argument("--pick", action="store_true",
+                   help="also choose the engine by measurement as `run --backend auto` does "
+                        "(installed CPU runtimes x the bundled ONNX model and int8 files next "
+                        "to it, checked against ONNX Runtime) and run the pipeline with it")
     p.add_argument("--run-arg", action="append", default=[],
                    help="extra argument passed to every `drivesegrt run` (repeatable)")
 
@@ -86,9 +108,13 @@ def main(args) -> int:
     results["engines"] = bench_engines(art, runtimes, resolutions, batches, threads, gflops_fn,
                                        peak, args.min_seconds)
 
-    for backend in [b for b in args.pipeline_backends.split(",") if b]:
+    pipeline_backends = [b for b in args.pipeline_backends.split(",") if b]
+    if args.pick:
+        results["pick"] = pick_table(args.video)
+        pipeline_backends.append(AUTO_BACKEND)
+    for backend in pipeline_backends:
         model_path = (str(art.onnx(uint8_input=True)) if backend in ("onnxruntime", "openvino")
-                      else args.model)
+                      else str(bundled_onnx()) if backend == AUTO_BACKEND else args.model)
         print(f"end to end ({backend}) on {args.video} ...")
         summary = run_pipeline(args.video, model_path, backend, out / f"run_{backend}",
                                args.frames, args.run_arg)
@@ -120,6 +146,8 @@ def main(args) -> int:
         runtime = p["backend"]
         eng = next((r for r in results["engines"] if r["runtime"] == runtime and
                     r["resolution"] == native and r["batch"] == 1 and "fps" in r), None)
+        if runtime == AUTO_BACKEND and results.get("pick"):
+            eng = {"fps": 1000.0 / results["pick"]["chosen"]["ms"]}
         if eng:
             results["ratios"][f"{runtime} pipeline/engine-only"] = p["fps"] / eng["fps"]
         if results["naive"]:

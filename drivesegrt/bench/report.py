@@ -34,6 +34,16 @@ def markdown(results: dict) -> str:
                      f"{r['gflops_per_image']:.2f} | {r['achieved_gflops']:.1f} | "
                      f"{100 * r['efficiency']:.1f} % | {_fmt(r.get('vs_onnxruntime'))} | "
                      f"{_fmt(r.get('vs_own_fp32'))} |")
+    if results.get("pick"):
+        chosen = results["pick"]["chosen"]
+        lines += ["", "### Engine pick (`--pick`, as `run --backend auto`)", "",
+                  "| backend | model file | ms/frame | agreement with ORT fp32 | |",
+                  "|---|---|---|---|---|"]
+        for c in results["pick"]["candidates"]:
+            agree = "" if c["agreement"] is None else f"{100 * c['agreement']:.2f} %"
+            mark = "**chosen**" if c == chosen else ("" if c["passed"] else c["note"])
+            lines.append(f"| {c['backend']} | {c['model']} | {_fmt(c['ms'])} | {agree} | "
+                         f"{mark} |")
     if results.get("pipelines"):
         lines += ["", "### End to end (`drivesegrt run`)", "",
                   "| backend | source | frames in/out/dropped | FPS | latency p50/p95/p99 ms | "

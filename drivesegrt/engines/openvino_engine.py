@@ -10,7 +10,7 @@ benchmarks/RESULTS.md).
 The model is compiled for the static shape of the first batch (static shapes are OpenVINO's
 fast path) and recompiled when the batch shape changes; the last few compiled shapes are kept.
 Inference precision is pinned to f32, so an fp32 graph is not silently run in bf16 on CPUs
-that have it.
+that have it. Its threads are not pinned to cores (they share them with the pipeline's).
 """
 from __future__ import annotations
 
@@ -61,7 +61,11 @@ class OpenVinoEngine(Engine):
             model = core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line report
             raise ValueError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        # No CPU pinning: its threads share the cores with the pipeline's own (decode, publish,
+        # the encoder) and other processes; pinned, each inference also paid for
+        # sched_setaffinity calls (benchmarks/RESULTS.md, "CPU work per frame").
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                  "ENABLE_CPU_PINNING": False}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         spec = EngineSpec(backend="openvino", meta=meta, device="cpu", precision=meta.precision,

@@ -1,7 +1,9 @@
 """Overlay: palette colors blended over the frame, a legend and a HUD (FPS, per-stage ms).
 
-Colorizing is a lookup table (cv2.LUT on the 3-plane label image, ~1 ms at 960x540) and the
-blend one cv2.addWeighted (~0.3 ms); the legend is rendered once and pasted.
+Colorizing is three single-channel lookup tables (cv2.LUT of the label map per color channel,
+merged): cv2.LUT with a 3-channel table has no SIMD path and costs about twice as much
+(benchmarks/RESULTS.md, "CPU work per frame"). The blend is one cv2.addWeighted written into
+the color image (no extra copy); the legend is rendered once and pasted.
 """
 from __future__ import annotations
 
@@ -18,7 +20,17 @@ _HUD_NAMES = {"capture": "cap", "preprocess": "pre", "infer": "inf", "postproces
 
 def colorize(labels: np.ndarray, lut3: np.ndarray) -> np.ndarray:
     """(H, W) uint8 ids -> (H, W, 3) uint8 BGR via a (256, 1, 3) table."""
-    return cv2.LUT(cv2.merge((labels, labels, labels)), lut3)
+    return paint(labels, channel_luts(lut3))
+
+
+def paint(labels: np.ndarray, luts: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(H, W) uint8 ids -> (H, W, 3) uint8, one (256,) table per output channel."""
+    return cv2.merge([cv2.LUT(labels, lut) for lut in luts])
+
+
+def channel_luts(lut3: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(256, 1, 3) table -> three contiguous (256,) uint8 tables, one per channel."""
+    return tuple(np.ascontiguousarray(lut3.reshape(256, 3)[:, c]) for c in range(3))
 
 
 class Overlay:
@@ -33,7 +45,7 @@ class Overlay:
         self.alpha = float(alpha)
         self.show_legend = legend
         self.show_hud = hud
-        self._lut3 = palette_lut(palette, bgr=True).reshape(256, 1, 3)
+        self._luts = channel_luts(palette_lut(palette, bgr=True).reshape(256, 1, 3))
         self._palette_bgr = [tuple(int(v) for v in c[::-1]) for c in palette]
         self._legend: dict[int, np.ndarray] = {}          # frame height -> rendered legend
 
@@ -48,7 +60,7 @@ class Overlay:
         if blended is not None:
             out = blended
         else:
-            color = colorize(labels, self._lut3)
+            color = paint(labels, self._luts)
             out = cv2.addWeighted(frame, 1.0 - self.alpha, color, self.alpha, 0.0, dst=color)
         if self.show_legend:
             self._paste_legend(out)

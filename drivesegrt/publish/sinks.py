@@ -127,8 +127,12 @@ def _ffmpeg_cmd(path: Path, size: tuple[int, int], fps: float, preset: str, crf:
     # the last fragment written (mp4.trim_to_complete cuts off a partial one). "file:" and an
     # absolute path: a run directory named like an FFmpeg protocol ("pipe:", "tcp://...")
     # stays a file name.
+    # The frames arrive as planar YUV 4:2:0 (I420), converted on our side by OpenCV
+    # (SIMD, BT.601 limited range like FFmpeg's default): swscale's bgr24 -> yuv420p cost the
+    # encoder process more CPU than the conversion costs here, and the pipe carries half the
+    # bytes (benchmarks/RESULTS.md, "CPU work per frame").
     return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{fps:.6g}", "-i", "-",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-r", f"{fps:.6g}", "-i", "-",
             "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
             "-pix_fmt", "yuv420p", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
             "-frag_duration", "250000", f"file:{path.absolute()}"]
@@ -179,7 +183,8 @@ class VideoSink(Sink):
     def _encode(self, img: np.ndarray) -> None:
         if self._proc is not None:
             try:
-                self._proc.stdin.write(memoryview(np.ascontiguousarray(img)).cast("B"))
+                yuv = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)      # (H * 3/2, W) uint8
+                self._proc.stdin.write(memoryview(yuv).cast("B"))
             except BrokenPipeError:
                 raise _failed_write(self.path, self._ffmpeg_reason()) from None
         else:
