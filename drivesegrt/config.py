@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from .capture.cameras import CAMERA_NAME
 from .engines import BACKENDS, DEFAULT_BACKEND
 from .engines.base import parse_device
 from .infer.postprocess import FILTER_MODES
@@ -26,7 +27,9 @@ from .publish.sinks import VIDEO_CODECS
 _BACKENDS, _LABEL_SETS = tuple(BACKENDS), tuple(LABEL_SETS)
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
+def read_yaml(path: str | os.PathLike, top: type = dict) -> dict | list:
+    """The YAML document in ``path``: a mapping of keys (``top=dict``, config files) or a list
+    (``top=list``, e.g. a sources file); ValueError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -44,9 +47,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
         at = f" at line {mark.line + 1}" if mark else ""
         raise ValueError(f"{path}: invalid YAML{at}") from None
     if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping of keys")
+        return top()
+    if not isinstance(data, top):
+        raise ValueError(f"{path}: top level must be a "
+                         f"{'mapping of keys' if top is dict else 'list'}")
     return data
 
 
@@ -332,8 +336,51 @@ class PipelineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CameraConfig:
+    """One camera of a several-camera run (``--source NAME=URI`` or a ``--sources`` file)."""
+    name: str                          # names its outputs: DIR/<name>/...
+    uri: str                           # anything --source takes
+    reconnect_timeout: float | None = None   # this camera's outage limit; None = stream.*
+    pace: bool = False                 # recorded source delivered at its own fps (a replay)
+    required: bool = True              # false: run without it when it does not open at start
+
+    def validate(self):
+        _require(bool(CAMERA_NAME.fullmatch(self.name)), "cameras.name",
+                 f"{self.name!r} must be letters, digits, '_' or '-' (it names a directory)")
+        _require(bool(str(self.uri).strip()), f"cameras.{self.name}.uri", "must not be empty")
+        _require(self.reconnect_timeout is None or self.reconnect_timeout > 0,
+                 f"cameras.{self.name}.reconnect_timeout",
+                 f"must be > 0 seconds or null, got {self.reconnect_timeout}")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadlineConfig:
+    """Latency budget (deadline.py): degrade in steps while the frame age p95 is over it."""
+    ms: float | None = None            # --deadline-ms; None = no budget, nothing changes
+    window_s: float = 1.0              # the p95 is over the frames published this long ago
+    hold_s: float = 1.0                # at least this long between two degrade steps
+    restore_below: float = 0.7         # restore once p95 < restore_below x ms ...
+    restore_hold_s: float = 2.0        # ... for this long (doubles after each flip-flop)
+    input_scale: float = 0.75          # the smaller-input step: this share of each side
+
+    def validate(self):
+        _require(self.ms is None or self.ms > 0, "deadline.ms", f"must be > 0, got {self.ms}")
+        _require(self.window_s > 0, "deadline.window_s", f"must be > 0, got {self.window_s}")
+        _require(self.hold_s >= 0, "deadline.hold_s", f"must be >= 0, got {self.hold_s}")
+        _require(0 < self.restore_below < 1, "deadline.restore_below",
+                 f"must be in (0, 1), got {self.restore_below}")
+        _require(self.restore_hold_s >= 0, "deadline.restore_hold_s",
+                 f"must be >= 0, got {self.restore_hold_s}")
+        _require(0.25 <= self.input_scale < 1, "deadline.input_scale",
+                 f"must be in [0.25, 1), got {self.input_scale}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     source: str = "synthetic:"
+    cameras: tuple[CameraConfig, ...] = ()   # several cameras at once (replaces source)
+    allow_missing: bool = False        # run without cameras that do not open at start
     output: str | None = None          # None = runs/<timestamp>/
     overwrite: bool = False            # reuse a non-empty run directory (a run's outputs only)
     max_frames: int | None = None      # None = until the source ends
@@ -347,8 +394,12 @@ class RunConfig:
     sinks: SinksConfig = SinksConfig()
     pipeline: PipelineConfig = PipelineConfig()
     stream: StreamConfig = StreamConfig()
+    deadline: DeadlineConfig = DeadlineConfig()
 
     def validate(self):
+        names = [c.name for c in self.cameras]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        _require(dup is None, "cameras", f"camera name {dup!r} is given twice")
         _require(self.max_frames is None or self.max_frames >= 1, "max_frames",
                  f"must be >= 1, got {self.max_frames}")
         _require(not self.overlay.draw_drivable or self.figures.drivable, "overlay.draw_drivable",

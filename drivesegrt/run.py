@@ -25,8 +25,20 @@ from .config import RunConfig, choices, load_dataclass, to_dict
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
-                   "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
+    p.add_argument("--source", action="append", metavar="[NAME=]SRC",
+                   help="video file, image folder/glob, camera index (0) or /dev/videoN, "
+                   "rtsp/http/udp URL, or synthetic: (default); repeat for several cameras at "
+                   "once (NAME= names one; default cam0, cam1, ...): outputs go to DIR/NAME/")
+    p.add_argument("--sources", dest="sources_file", metavar="FILE",
+                   help="YAML list of cameras: name, uri and per-camera options "
+                   "(reconnect_timeout, pace, required); instead of --source")
+    p.add_argument("--allow-missing", action="store_true", default=None,
+                   help="several cameras: run without a camera that does not open at start "
+                   "(default: that is bad input, exit 2)")
+    p.add_argument("--deadline-ms", type=float, metavar="D",
+                   help="latency budget: while the frame age p95 over the last second exceeds "
+                   "D ms, degrade in steps (point filter, overlay every other frame, skip "
+                   "paced frames, smaller input), restore when there is slack again")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>/); it must be "
                    "empty or new, unless --overwrite")
     p.add_argument("--overwrite", action="store_true", default=None,
@@ -118,8 +130,11 @@ def _figures(text: str) -> dict[str, bool]:
 
 
 def load_run_config(args) -> RunConfig:
+    source, cameras = _sources(args.source, args.sources_file)
     overrides = {
-        "source": args.source, "output": args.output, "overwrite": args.overwrite,
+        "source": source, "cameras": cameras, "allow_missing": args.allow_missing,
+        "deadline.ms": args.deadline_ms,
+        "output": args.output, "overwrite": args.overwrite,
         "max_frames": args.max_frames,
         "model.path": args.model, "model.backend": args.backend, "model.device": args.device,
         "model.threads": args.threads, "model.input_size": args.input_size,
@@ -138,6 +153,27 @@ def load_run_config(args) -> RunConfig:
         **{f"figures.{k}": v for k, v in (args.figures or {}).items()},
     }
     return load_dataclass(RunConfig, args.config, overrides)
+
+
+def _sources(texts, sources_file) -> tuple[str | None, list[dict] | None]:
+    """``--source`` texts (one, several, or a str from the Python API) and ``--sources FILE``
+    -> (the one source, or None; the camera entries of several, or None)."""
+    from .capture.cameras import camera_entries, file_entries, split_name
+    from .config import read_yaml
+
+    texts = [texts] if isinstance(texts, str) else list(texts or [])
+    if sources_file is not None:
+        if texts:
+            raise ValueError("--sources FILE and --source: give the cameras one way")
+        return None, file_entries(read_yaml(sources_file, list), sources_file)
+    if len(texts) > 1:
+        return None, camera_entries(texts)
+    if not texts:
+        return None, None
+    name, uri = split_name(texts[0])
+    # One camera keeps today's layout (DIR/overlay.mp4); its name only needs to be dropped,
+    # unless the whole text is a file that exists.
+    return (texts[0] if name is None or Path(texts[0]).exists() else uri), None
 
 
 def output_dir(output: str | None) -> Path:
@@ -165,6 +201,15 @@ def load_segmenter(cfg: RunConfig):
                fp16=m.fp16, cuda_graphs=m.cuda_graphs, temporal=cfg.temporal.smoothing,
                scene_cut=cfg.temporal.scene_cut, confidence=cfg.confidence.wanted)
     return seg, model_path(m.path or None, m.backend)
+
+
+def model_info(seg, model_path) -> dict:
+    """summary.json's ``model``: the file, runtime, input size, classes, filter."""
+    return {"path": str(model_path), "backend": seg.engine.spec.backend,
+            "device": seg.engine.spec.device, "arch": seg.meta.arch,
+            "precision": seg.engine.spec.precision, "input_size": list(seg.input_size),
+            "classes": list(seg.class_names), "filter": seg.filter_mode, "resize": seg.resize,
+            "temporal": None if seg.temporal is None else str(seg.temporal)}
 
 
 def make_sinks(cfg: RunConfig, out: Path, source):
@@ -283,20 +328,27 @@ def main(args) -> int:
         if not args.verbose:
             quiet_decoder_logs()
         summary, code = execute(cfg, signals=signals)
+    several = "cameras" in summary
     try:
-        print_summary(summary)
+        if several:
+            from .run_cameras import print_cameras
+
+            print_cameras(summary)
+        else:
+            print_summary(summary)
         sys.stdout.flush()
     except OSError as e:           # stdout is a full disk or a closed pipe: outputs are done
         _stdout_to_devnull()
         print(f"drivesegrt: error: cannot write the summary to stdout ({e.strerror or e}); "
               f"outputs are finalized in {summary['output_dir']}", file=sys.stderr)
         code = code or 1           # work was done; an interrupted run stays 130
-    if summary["frames_corrupt"]:
-        print(f"drivesegrt: warning: {summary['source']['spec']}: {summary['frames_corrupt']} "
-              f"corrupt frame(s) could not be decoded and were skipped (frames_corrupt in "
-              f"summary.json)", file=sys.stderr)
+    for cam in summary["cameras"].values() if several else [summary]:
+        if cam["frames_corrupt"]:
+            print(f"drivesegrt: warning: {cam['source']['spec']}: {cam['frames_corrupt']} "
+                  f"corrupt frame(s) could not be decoded and were skipped (frames_corrupt in "
+                  f"summary.json)", file=sys.stderr)
     if summary["error"] is not None:
-        video = summary["outputs"].get("video", {})
+        video = {} if several else summary["outputs"].get("video", {})
         kept = (f"; overlay.mp4 keeps its first {video['frames_kept']} frames"
                 if "frames_kept" in video else "")
         print(f"drivesegrt: error: {summary['error']} (outputs written so far are finalized in "
@@ -342,6 +394,10 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
     if signals is None:
         with _SignalStop() as own:
             return execute(cfg, progress, own, segmenter)
+    if cfg.cameras or cfg.deadline.ms is not None:
+        from .run_cameras import execute_cameras
+
+        return execute_cameras(cfg, signals, segmenter)
     from .capture import open_source
     from .capture.reconnect import Backoff
     from .pipeline import InferenceError, Pipeline
@@ -390,13 +446,7 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
                                 f"outputs are lost")
         summary = {**pipeline.summary(),
                    "source": source.describe(),
-                   "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
-                             "device": seg.engine.spec.device, "arch": seg.meta.arch,
-                             "precision": seg.engine.spec.precision,
-                             "input_size": list(seg.input_size),
-                             "classes": list(seg.class_names),
-                             "filter": seg.filter_mode, "resize": seg.resize,
-                             "temporal": None if seg.temporal is None else str(seg.temporal)},
+                   "model": model_info(seg, model_path),
                    "outputs": {s.name: s.describe() for s in sinks},
                    "output_dir": str(out),
                    "error": None if error is None else str(error),
@@ -437,6 +487,12 @@ def _progress(source, max_frames):
     return tqdm(total=total, unit="frame", desc="drivesegrt run", disable=None, leave=False)
 
 
+def deadline_line(d: dict) -> str:
+    """The summary table's line about the latency budget (summary.json ``deadline``)."""
+    return (f"deadline {d['ms']:g} ms: {d['degrades']} degrade, {d['restores']} restore "
+            f"step(s); in force at the end: {', '.join(d['steps_in_force_end']) or 'none'}")
+
+
 def print_summary(s: dict) -> None:
     """The end-of-run table: counts, FPS, per-stage and latency percentiles (ms)."""
     src = s["source"]
@@ -457,6 +513,8 @@ def print_summary(s: dict) -> None:
                                             ("frame age", s["frame_age_ms"])]
     for name, p in rows:
         print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    if "deadline" in s:
+        print(deadline_line(s["deadline"]))
     for name, o in s["outputs"].items():
         extra = f" [{o['encoder']}]" if "encoder" in o else ""
         print(f"output   {name}: {o.get('url') or o['path']}{extra}")

@@ -5,7 +5,8 @@
     MaskSink    masks/<stem>.png (image sources) or masks/<6-digit index>.png (video)
     ConfidenceSink  confidence/<same name>.png: top-class probability x 255
     WindowSink  a cv2 window when a display exists
-    JsonlSink   frames.jsonl, one object per published frame
+    JsonlSink   frames.jsonl, one object per published frame (and one per run event, e.g.
+                a latency-budget step: ``{"event": "deadline", ...}``)
 
 Encoding and file writes run on a per-sink worker thread (:class:`Worker`) behind a bounded
 queue, so the publish stage only hands frames over; the worker's time per frame is reported as
@@ -345,9 +346,17 @@ class JsonlSink(Sink):
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._size = 0                          # bytes of whole lines written so far
+        self._lock = threading.Lock()           # frames (publish) and events (batch loop)
 
     def write(self, frame: Frame) -> None:
-        line = (json.dumps(frame.record()) + "\n").encode()
+        self.write_record(frame.record())
+
+    def write_record(self, record: dict) -> None:
+        """One JSON object as one line: a frame's, or an event of the run (``"event"`` key)."""
+        with self._lock:
+            self._write_line((json.dumps(record) + "\n").encode())
+
+    def _write_line(self, line: bytes) -> None:
         try:
             done = 0
             while done < len(line):             # a short write is not an error yet
