@@ -46,7 +46,8 @@ def check_supported(cfg: RunConfig, several: bool) -> None:
                          f"sequence and cannot run on batches; use --temporal none")
 
 
-def open_cameras(cfg: RunConfig, cameras: list[CameraConfig]) -> tuple[dict, dict]:
+def open_cameras(cfg: RunConfig, cameras: list[CameraConfig],
+                 several: bool = True) -> tuple[dict, dict]:
     """({name: Source} of the cameras that opened, {name: why not} of those left out). A camera
     that does not open is bad input (the error names it) unless it may be missing."""
     sources, missing = {}, {}
@@ -57,7 +58,8 @@ def open_cameras(cfg: RunConfig, cameras: list[CameraConfig]) -> tuple[dict, dic
             try:
                 sources[cam.name] = open_source(cam.uri, timeout,
                                                 Backoff(cfg.stream.backoff_initial,
-                                                        cfg.stream.backoff_max))
+                                                        cfg.stream.backoff_max),
+                                                cam.name if several else None)
             except (ValueError, OSError) as e:
                 why = (str(e).splitlines() or [type(e).__name__])[0]
                 if cfg.allow_missing or not cam.required:
@@ -81,7 +83,7 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
     several = bool(cfg.cameras)
     check_supported(cfg, several)
     cameras = list(cfg.cameras) or [CameraConfig("cam0", cfg.source)]
-    sources, missing = open_cameras(cfg, cameras)
+    sources, missing = open_cameras(cfg, cameras, several)
     seg = rundir = None
     error = None
     try:

@@ -148,6 +148,36 @@ class SlowEngine(Engine):
         return self.inner.infer(batch)
 
 
+class CostlyEngine(Engine):
+    """Wraps a real engine whose cost grows with its input: while ``slow`` is set, each call
+    also sleeps ``s_per_mpixel`` x the batch's pixels (N x H x W, in millions), so a batch of
+    several cameras or a larger input costs more, and a smaller one less. ``slow_until``: the
+    ``time.perf_counter()`` at which the slowdown ends by itself (None: when cleared)."""
+
+    def __init__(self, inner: Engine, s_per_mpixel: float, slow_until: float | None = None):
+        self.inner, self.s_per_mpixel, self.slow_until = inner, s_per_mpixel, slow_until
+        self.slow = threading.Event()
+        self.slow.set()
+        self.shapes: list[tuple[int, ...]] = []
+
+    @classmethod
+    def load(cls, path, device="cpu", **options):
+        raise NotImplementedError("wraps an engine that is already loaded")
+
+    @property
+    def spec(self):
+        return self.inner.spec
+
+    def infer(self, batch):
+        self.shapes.append(tuple(batch.shape))
+        if self.slow_until is not None and time.perf_counter() >= self.slow_until:
+            self.slow.clear()
+        if self.slow.is_set():
+            n, h, w = batch.shape[0], *batch.shape[-2:]         # (N, 3, H, W)
+            time.sleep(self.s_per_mpixel * n * h * w / 1e6)
+        return self.inner.infer(batch)
+
+
 # --------------------------------------------------------------------------- data
 # Cityscapes label ids written by make_cityscapes and the train ids they must become
 CS_IDS = np.array([[7, 8, 11, 26], [0, 23, 24, 33], [3, 29, 19, 20]], np.uint8)
