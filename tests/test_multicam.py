@@ -15,6 +15,7 @@ from helpers import (
     HIGHWAY_CLIP,
     CostlyEngine,
     LiveRun,
+    SlowEngine,
     needs_ffmpeg,
     read_jsonl,
     read_summary,
@@ -26,7 +27,9 @@ from helpers import (
     video_info,
 )
 
+from drivesegrt.capture import open_source
 from drivesegrt.capture.cameras import camera_entries, file_entries, split_name
+from drivesegrt.capture.reader import Prefetch
 from drivesegrt.capture.replay import ReplayServer, free_port
 from drivesegrt.engines import load_engine
 from drivesegrt.infer.segmenter import Segmenter
@@ -303,3 +306,49 @@ def test_deadline_degrades_under_a_slow_engine_and_restores_after(tmp_path, mode
     c = summary["cameras"]["a"]
     assert len(frames) == c["frames_out"] and c["frames_in"] == c["frames_out"] + c[
         "frames_dropped"] + c["frames_failed"]
+
+
+def test_one_source_with_a_deadline_keeps_the_one_camera_layout(tmp_path, model,
+                                                                 one_thread_config):
+    out = tmp_path / "o"
+    r = run_cli(*run_args(model, one_thread_config, "synthetic:?w=160&h=120&frames=10", out,
+                          "--deadline-ms", "5000"))
+    assert r.returncode == 0, r.stderr
+    s = read_summary(out)
+    assert s["frames_out"] == 10 and s["source"]["kind"] == "synthetic" and "cameras" not in s
+    assert s["deadline"]["ms"] == 5000 and s["deadline"]["degrades"] == 0
+    assert video_info(out / "overlay.mp4") == (10, 160, 120)
+    assert len(read_jsonl(out / "frames.jsonl")) == 10
+    assert "deadline 5000 ms: 0 degrade, 0 restore step(s)" in r.stdout
+
+
+def test_an_engine_error_fails_that_batch_on_every_camera_and_the_run_goes_on(tmp_path, model):
+    torch.set_num_threads(1)
+    seg = Segmenter(SlowEngine(load_engine("torch", model), fail_at=4))
+    out = tmp_path / "o"
+    cfg = _config("--source", "a=synthetic:?w=96&h=64&frames=8",
+                  "--source", "b=synthetic:?w=64&h=48&frames=8", "--output", out)
+    summary, rc = execute(cfg, progress=False, segmenter=seg)
+    assert rc == 0
+    for name in ("a", "b"):
+        c = summary["cameras"][name]
+        assert (c["frames_in"], c["frames_out"], c["frames_failed"]) == (8, 7, 1)
+        idx = [r["index"] for r in read_jsonl(out / name / "frames.jsonl")]
+        assert idx == [0, 1, 2, 4, 5, 6, 7]
+    assert summary["frames_failed"] == 2 and summary["batch"]["calls"] == 7
+
+
+def test_paced_recorded_source_arrives_at_its_fps_and_skips_when_asked():
+    """A recorded source with ``pace``: every frame, at the source's rate (a replay); with
+    skip_every=2 (the budget's skip_paced step) every other frame is skipped and counted."""
+    reader = Prefetch(open_source("synthetic:?w=64&h=48&fps=50&frames=20"), pace=True)
+    t0 = time.perf_counter()
+    got = [f.index for f in iter(reader.read, None)]
+    took = time.perf_counter() - t0
+    reader.close()
+    assert got == list(range(20)) and took >= 19 / 50 * 0.95
+    reader = Prefetch(open_source("synthetic:?w=64&h=48&fps=200&frames=20"), pace=True)
+    reader.skip_every = 2
+    got = [f.index for f in iter(reader.read, None)]
+    reader.close()
+    assert got[1:] == list(range(2, 20, 2)) and reader.frames_skipped == 20 - len(got)
