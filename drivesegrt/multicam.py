@@ -25,7 +25,7 @@ import time
 from .deadline import DeadlineController
 from .frame import STAGES
 from .infer.segmenter import Segmenter
-from .pipeline import Pipeline
+from .pipeline import Pipeline, run_threads
 from .timing import StageStats, now, percentiles
 
 
@@ -168,25 +168,18 @@ class MultiPipeline:
             threads.append(threading.Thread(target=lane.publish_loop, name=f"publish-{name}",
                                             args=(lane.publish_queue(),), daemon=True))
         try:
-            for t in threads:
-                t.start()
-            # The main thread only waits (signal handlers run here) and watches for a lane
-            # that failed: its outputs are broken, the run ends for all.
-            while any(t.is_alive() for t in threads):
-                threads[0].join(timeout=poll_s)
-                if any(lane.error is not None for lane in self.lanes.values()):
-                    self.abort()
-        except BaseException:
-            self.abort()
-            raise
+            # A lane that failed has broken outputs: the run ends for all.
+            run_threads(threads, self.abort, poll_s, self._abort_on_lane_error)
         finally:
-            for t in threads:
-                t.join(timeout=10)
             for lane in self.lanes.values():
                 lane.close_capture()
         errors = self._errors + [lane.error for lane in self.lanes.values() if lane.error]
         if errors:
             raise errors[0]
+
+    def _abort_on_lane_error(self) -> None:
+        if any(lane.error is not None for lane in self.lanes.values()):
+            self.abort()
 
     # -- summary ---------------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -63,6 +63,26 @@ class RunStats:
         return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
 
 
+def run_threads(threads: list[threading.Thread], abort, poll_s: float = 0.1,
+                on_poll=None) -> None:
+    """Start ``threads`` and wait for them all. The main thread only waits (and calls
+    ``on_poll`` every ``poll_s``), so it stays free to run signal handlers; an exception here
+    (KeyboardInterrupt) calls ``abort`` and is re-raised after the threads were joined."""
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            threads[-1].join(timeout=poll_s)
+            if on_poll is not None:
+                on_poll()
+    except BaseException:
+        abort()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=10)
+
+
 class Pipeline:
     """Wire one source, one Segmenter, one Overlay and sinks; ``run()`` blocks until done.
 
@@ -261,17 +281,8 @@ class Pipeline:
                    threading.Thread(target=self.publish_loop, args=(pub_q,), name="publish",
                                     daemon=True)]
         try:
-            for t in threads:
-                t.start()
-            # The main thread only waits, so it stays free to run signal handlers.
-            while any(t.is_alive() for t in threads):
-                threads[-1].join(timeout=poll_s)
-        except BaseException:
-            self.abort()
-            raise
+            run_threads(threads, self.abort, poll_s)
         finally:
-            for t in threads:
-                t.join(timeout=10)
             self.close_capture()
         if self._errors:
             raise self._errors[0]

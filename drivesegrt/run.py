@@ -212,6 +212,19 @@ def model_info(seg, model_path) -> dict:
             "temporal": None if seg.temporal is None else str(seg.temporal)}
 
 
+def make_view(cfg: RunConfig):
+    """The run's live view (``sinks.view``), its address (and any exposure warning) printed."""
+    from .publish.view import ViewSink
+
+    view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
+                    hosts=cfg.sinks.view_hosts)
+    print(f"drivesegrt: live view at {view.url}"
+          + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr, flush=True)
+    if view.exposure_warning:
+        print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
+    return view
+
+
 def make_sinks(cfg: RunConfig, out: Path, source):
     from .publish.sinks import (
         ConfidenceSink,
@@ -221,18 +234,10 @@ def make_sinks(cfg: RunConfig, out: Path, source):
         VideoSink,
         WindowSink,
     )
-    from .publish.view import ViewSink
 
     sinks = []
     if cfg.sinks.view:        # first: a busy port fails before any writer process starts
-        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
-                        hosts=cfg.sinks.view_hosts)
-        print(f"drivesegrt: live view at {view.url}"
-              + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr,
-              flush=True)
-        if view.exposure_warning:
-            print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
-        sinks.append(view)
+        sinks.append(make_view(cfg))
     depth = cfg.pipeline.writer_queue
     if source.kind == "images":
         if cfg.sinks.images:
@@ -451,12 +456,7 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
                    "output_dir": str(out),
                    "error": None if error is None else str(error),
                    "config": to_dict(cfg)}
-        if not rundir.gone():
-            try:
-                rundir.write_summary(summary)
-            except OSError as e:
-                error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
-                summary["error"] = str(error)
+        error = write_summary(rundir, summary, error)
     finally:
         if rundir is not None:
             rundir.release()
@@ -467,6 +467,20 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
     if error is not None:
         return summary, 1
     return summary, 130 if signals.signum is not None else 0
+
+
+def write_summary(rundir, summary: dict, error: BaseException | None):
+    """summary.json into ``rundir`` (unless it is gone); the run's error afterwards: ``error``,
+    or an OutputError when even summary.json cannot be written (then in ``summary`` too)."""
+    from .publish.sinks import OutputError
+
+    if not rundir.gone():
+        try:
+            rundir.write_summary(summary)
+        except OSError as e:
+            error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
+            summary["error"] = str(error)
+    return error
 
 
 def _ticker(bar):

@@ -30,8 +30,10 @@ from .run import (
     load_segmenter,
     make_figures,
     make_sinks,
+    make_view,
     model_info,
     output_dir,
+    write_summary,
 )
 
 
@@ -84,7 +86,7 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
     check_supported(cfg, several)
     cameras = list(cfg.cameras) or [CameraConfig("cam0", cfg.source)]
     sources, missing = open_cameras(cfg, cameras, several)
-    seg = rundir = None
+    seg = rundir = view = None
     error = None
     try:
         if segmenter is None:
@@ -100,7 +102,7 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
             print(f"drivesegrt: taking over {out} from a run that is gone "
                   f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
         lane_cfg = dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, view=None))
-        view = _view(cfg, several)
+        view = make_view(cfg) if cfg.sinks.view else None
         paced = {c.name: c.pace for c in cameras}
         lanes = {}
         for name, source in sources.items():
@@ -130,8 +132,6 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
             pipeline.run()
         except (OutputError, InferenceError) as e:
             error = e
-        if view is not None and several:
-            view.close()
         if rundir.gone():
             error = OutputError(f"run directory {out} was removed during the run; its "
                                 f"outputs are lost")
@@ -145,13 +145,10 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
         summary.update({"model": model, "output_dir": str(out),
                         "error": None if error is None else str(error),
                         "config": to_dict(cfg)})
-        if not rundir.gone():
-            try:
-                rundir.write_summary(summary)
-            except OSError as e:
-                error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
-                summary["error"] = str(error)
+        error = write_summary(rundir, summary, error)
     finally:
+        if view is not None:              # (one camera: the lane closed it already; idempotent)
+            view.close()
         if rundir is not None:
             rundir.release()
         for source in sources.values():
@@ -162,21 +159,6 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
     if error is not None:
         return summary, 1
     return summary, 130 if signals.signum is not None else 0
-
-
-def _view(cfg: RunConfig, several: bool):
-    """The run's one live view (a grid of cameras when several), or None."""
-    if not cfg.sinks.view:
-        return None
-    from .publish.view import ViewSink
-
-    view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
-                    hosts=cfg.sinks.view_hosts)
-    print(f"drivesegrt: live view at {view.url}"
-          + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr, flush=True)
-    if view.exposure_warning:
-        print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
-    return view
 
 
 def print_cameras(s: dict) -> None:

@@ -513,6 +513,22 @@ def _handler_for(view: ViewSink):
     return Handler
 
 
+# Both pages end alike: fetch /stats.json once a second (the page's ?token=... along) and
+# hand it to the page's own render(s).
+_POLL = """async function refresh() {
+  try {
+    const r = await fetch("/stats.json" + location.search, {cache: "no-store"});
+    render(await r.json());
+    document.getElementById("status").textContent = "live";
+  } catch (e) {
+    document.getElementById("status").textContent = "disconnected";
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script></body></html>
+"""
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>drivesegrt live</title>
 <style>
@@ -541,23 +557,13 @@ function row(name, value) {
 }
 // The page's own query (?token=...) goes along with every request it makes.
 document.getElementById("live").src = "/stream.mjpg" + location.search;
-async function refresh() {
-  try {
-    const r = await fetch("/stats.json" + location.search, {cache: "no-store"});
-    const s = await r.json();
-    let html = ROWS.map(([k, label]) => row(label, s[k])).join("");
-    for (const [stage, ms] of Object.entries(s.stages_ms || {}))
-      html += row(stage + " ms", ms.toFixed(1));
-    document.querySelector("#stats tbody").innerHTML = html;
-    document.getElementById("status").textContent = "live";
-  } catch (e) {
-    document.getElementById("status").textContent = "disconnected";
-  }
+function render(s) {
+  let html = ROWS.map(([k, label]) => row(label, s[k])).join("");
+  for (const [stage, ms] of Object.entries(s.stages_ms || {}))
+    html += row(stage + " ms", ms.toFixed(1));
+  document.querySelector("#stats tbody").innerHTML = html;
 }
-refresh();
-setInterval(refresh, 1000);
-</script></body></html>
-"""
+""" + _POLL
 
 GRID_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>drivesegrt live: cameras</title>
@@ -594,21 +600,11 @@ function tile(name) {
   document.getElementById("grid").append(fig);
   return tiles[name] = cap;
 }
-async function refresh() {
-  try {
-    const r = await fetch("/stats.json" + location.search, {cache: "no-store"});
-    const s = await r.json();
-    for (const [name, c] of Object.entries(s.cameras || {})) {
-      tile(name).innerHTML = "<b>" + name + "</b>" + STATS.map(([k, label]) =>
-        "<span>" + label + " " + (c[k] === undefined || c[k] === null ? "-" : c[k]) +
-        "</span>").join("");
-    }
-    document.getElementById("status").textContent = "live";
-  } catch (e) {
-    document.getElementById("status").textContent = "disconnected";
+function render(s) {
+  for (const [name, c] of Object.entries(s.cameras || {})) {
+    tile(name).innerHTML = "<b>" + name + "</b>" + STATS.map(([k, label]) =>
+      "<span>" + label + " " + (c[k] === undefined || c[k] === null ? "-" : c[k]) +
+      "</span>").join("");
   }
 }
-refresh();
-setInterval(refresh, 1000);
-</script></body></html>
-"""
+""" + _POLL
