@@ -274,8 +274,7 @@ class Pipeline:
         """Run to the end (or stop/abort); returns RunStats. Sinks are closed (finalized) even
         when a stage failed; the first error is re-raised afterwards."""
         self.open_capture()
-        pub_q: queue.Queue = queue.Queue(maxsize=self.queue_size)
-        self._pub_q = pub_q
+        pub_q = self.publish_queue()
         threads = [threading.Thread(target=self._infer_loop, args=(pub_q,), name="infer",
                                     daemon=True),
                    threading.Thread(target=self.publish_loop, args=(pub_q,), name="publish",
@@ -297,7 +296,7 @@ class Pipeline:
         return self._reader
 
     def publish_queue(self) -> queue.Queue:
-        """The queue ``publish_loop`` serves (a lane's, made here)."""
+        """A new queue for ``publish_loop`` to serve (``put``/``end_input`` feed it)."""
         self._pub_q = queue.Queue(maxsize=self.queue_size)
         return self._pub_q
 

@@ -352,3 +352,12 @@ def test_paced_recorded_source_arrives_at_its_fps_and_skips_when_asked():
     got = [f.index for f in iter(reader.read, None)]
     reader.close()
     assert got[1:] == list(range(2, 20, 2)) and reader.frames_skipped == 20 - len(got)
+
+
+def test_python_api_runs_several_cameras(tmp_path, model):
+    import drivesegrt as ds
+
+    summary = ds.run(source=["a=synthetic:?w=96&h=64&frames=3", "synthetic:?w=64&h=48&frames=2"],
+                     output=str(tmp_path / "o"), backend="torch", model=str(model), threads=1)
+    assert {n: c["frames_out"] for n, c in summary["cameras"].items()} == {"a": 3, "cam1": 2}
+    assert (tmp_path / "o" / "cam1" / "overlay.mp4").is_file()
