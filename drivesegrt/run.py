@@ -1,6 +1,8 @@
 """``drivesegrt run``: segment a source and publish overlays, masks and timings.
 
     drivesegrt run --source clip.mp4 --output runs/demo --save-masks
+    drivesegrt run --source front=rtsp://car/front --source rear=/dev/video2 \\
+                   --output runs/car --deadline-ms 150          # several cameras, DIR/<camera>/
 
 Reads config (``--config FILE``, else the defaults in config.RunConfig, mirrored in
 config.yaml), applies CLI flags on top, opens the source, loads the engine, wires the
@@ -14,6 +16,7 @@ must be empty unless ``--overwrite`` (publish/rundir.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -158,8 +161,7 @@ def load_run_config(args) -> RunConfig:
 def _sources(texts, sources_file) -> tuple[str | None, list[dict] | None]:
     """``--source`` texts (one, several, or a str from the Python API) and ``--sources FILE``
     -> (the one source, or None; the camera entries of several, or None)."""
-    from .capture.cameras import camera_entries, file_entries, split_name
-    from .config import read_yaml
+    from .config import camera_entries, file_entries, read_yaml, split_name
 
     texts = [texts] if isinstance(texts, str) else list(texts or [])
     if sources_file is not None:
@@ -336,8 +338,6 @@ def main(args) -> int:
     several = "cameras" in summary
     try:
         if several:
-            from .run_cameras import print_cameras
-
             print_cameras(summary)
         else:
             print_summary(summary)
@@ -400,8 +400,6 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
         with _SignalStop() as own:
             return execute(cfg, progress, own, segmenter)
     if cfg.cameras or cfg.deadline.ms is not None:
-        from .run_cameras import execute_cameras
-
         return execute_cameras(cfg, signals, segmenter)
     from .capture import open_source
     from .capture.reconnect import Backoff
@@ -533,3 +531,172 @@ def print_summary(s: dict) -> None:
         extra = f" [{o['encoder']}]" if "encoder" in o else ""
         print(f"output   {name}: {o.get('url') or o['path']}{extra}")
     print(f"output   summary: {Path(s['output_dir']) / 'summary.json'}")
+
+
+# --------------------------------------------------------------- several cameras
+def check_supported(cfg: RunConfig, several: bool) -> None:
+    """What a batched run cannot do, as one line naming the option."""
+    what = "several cameras" if several else "--deadline-ms"
+    if cfg.model.device != "cpu":
+        raise ValueError(f"{what}: batched inference runs on the CPU segmenter; --device "
+                         f"{cfg.model.device} takes one --source without --deadline-ms")
+    if cfg.temporal.smoothing != "none":
+        raise ValueError(f"{what}: --temporal {cfg.temporal.smoothing} follows one frame "
+                         f"sequence and cannot run on batches; use --temporal none")
+
+
+def open_cameras(cfg: RunConfig, cameras: list,
+                 several: bool = True) -> tuple[dict, dict]:
+    """({name: Source} of the cameras that opened, {name: why not} of those left out). A camera
+    that does not open is bad input (the error names it) unless it may be missing."""
+    from .capture import open_source
+    from .capture.reconnect import Backoff
+
+    sources, missing = {}, {}
+    try:
+        for cam in cameras:
+            timeout = (cam.reconnect_timeout if cam.reconnect_timeout is not None
+                       else cfg.stream.reconnect_timeout)
+            try:
+                sources[cam.name] = open_source(cam.uri, timeout,
+                                                Backoff(cfg.stream.backoff_initial,
+                                                        cfg.stream.backoff_max),
+                                                cam.name if several else None)
+            except (ValueError, OSError) as e:
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                if cfg.allow_missing or not cam.required:
+                    missing[cam.name] = why
+                    print(f"drivesegrt: warning: camera {cam.name}: {why}; running without it",
+                          file=sys.stderr, flush=True)
+                    continue
+                raise ValueError(f"camera {cam.name}: {why} (--allow-missing runs without "
+                                 f"it)") from None
+        if not sources:
+            raise ValueError(f"no camera opened ({', '.join(f'{k}: {v}' for k, v in missing.items())})")
+    except BaseException:
+        for source in sources.values():
+            source.close()
+        raise
+    return sources, missing
+
+
+def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]:
+    """``execute`` for ``cfg.cameras`` (or one source with a deadline): every camera opened
+    (one that does not open is bad input unless ``--allow-missing`` or its ``required:
+    false``), one engine, a lane per camera (multicam.py) with its own sinks in
+    ``DIR/<camera>/``, one summary.json: totals, global stage times, batch sizes and a
+    ``cameras`` section with each camera's counts, frame age, FPS and outputs. One camera with
+    ``--deadline-ms`` keeps the one-camera layout and summary (plus ``deadline``)."""
+    from .config import CameraConfig
+    from .deadline import DeadlineController
+    from .multicam import MultiPipeline
+    from .pipeline import InferenceError, Pipeline
+    from .publish.overlay import Overlay
+    from .publish.rundir import RunDir, describe_holder
+    from .publish.sinks import OutputError
+
+    several = bool(cfg.cameras)
+    check_supported(cfg, several)
+    cameras = list(cfg.cameras) or [CameraConfig("cam0", cfg.source)]
+    sources, missing = open_cameras(cfg, cameras, several)
+    seg = rundir = view = None
+    error = None
+    try:
+        if segmenter is None:
+            seg, model_path = load_segmenter(cfg)
+        else:
+            from .infer.build import model_path as path_of
+
+            seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
+        rundir = RunDir.claim(output_dir(cfg.output), cfg.overwrite,
+                              tuple(sources) if several else ())
+        out = rundir.path
+        if rundir.stale_holder:
+            print(f"drivesegrt: taking over {out} from a run that is gone "
+                  f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
+        lane_cfg = dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, view=None))
+        view = make_view(cfg) if cfg.sinks.view else None
+        paced = {c.name: c.pace for c in cameras}
+        lanes = {}
+        for name, source in sources.items():
+            lane_out = out / name if several else out
+            lane_out.mkdir(exist_ok=True)
+            sinks, jsonl = make_sinks(lane_cfg, lane_out, source)
+            if view is not None:
+                sinks.insert(0, view.channel(name) if several else view)
+            overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha,
+                              cfg.overlay.legend, cfg.overlay.hud)
+            lanes[name] = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
+                                   cfg.max_frames, figures=make_figures(cfg, seg),
+                                   pace=paced[name], name=name if several else None)
+        deadline = None
+        if cfg.deadline.ms is not None:
+            d = cfg.deadline
+            deadline = DeadlineController(
+                d.ms, MultiPipeline.applicable_steps(seg, any(paced[n] for n in sources)),
+                d.window_s, d.hold_s, d.restore_below, d.restore_hold_s)
+        pipeline = MultiPipeline(lanes, seg, deadline, cfg.deadline.input_scale)
+        if view is not None:
+            for name, lane in lanes.items():
+                (view.channel(name) if several else view).set_counters(lane.counters)
+        model = model_info(seg, model_path)          # as configured, before any degrade step
+        signals.attach(pipeline)
+        try:
+            pipeline.run()
+        except (OutputError, InferenceError) as e:
+            error = e
+        if rundir.gone():
+            error = OutputError(f"run directory {out} was removed during the run; its "
+                                f"outputs are lost")
+        core = pipeline.summary()
+        if several:
+            summary = {**core, "missing_cameras": missing}
+        else:                                      # the one-camera summary, plus the budget
+            name = next(iter(lanes))
+            summary = {**core["cameras"][name], "batch": core["batch"],
+                       "deadline": core["deadline"]}
+        summary.update({"model": model, "output_dir": str(out),
+                        "error": None if error is None else str(error),
+                        "config": to_dict(cfg)})
+        error = write_summary(rundir, summary, error)
+    finally:
+        if view is not None:              # (one camera: the lane closed it already; idempotent)
+            view.close()
+        if rundir is not None:
+            rundir.release()
+        for source in sources.values():
+            source.close()
+        if seg is not None and segmenter is None:
+            seg.close()
+            seg.engine.close()
+    if error is not None:
+        return summary, 1
+    return summary, 130 if signals.signum is not None else 0
+
+
+def print_cameras(s: dict) -> None:
+    """The end-of-run table of several cameras: a row per camera, then the global stages."""
+    m = s["model"]
+    print(f"model    {m['path']} ({m['arch']}, {m['backend']}/{m['device']}, input "
+          f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
+    b = s["batch"]
+    print(f"batches  {b['calls']} engine calls, mean batch {b['mean_size']:.2f}, "
+          f"max {b['max_size']}")
+    print(f"{'camera':<12}{'kind':<10}{'size':>10}{'in':>7}{'out':>7}{'drop':>6}{'fail':>6}"
+          f"{'recon':>6}{'FPS':>7}{'age p50':>9}{'age p99':>9}")
+    for name, c in s["cameras"].items():
+        src = c["source"]
+        print(f"{name:<12}{src['kind']:<10}{src['width']:>5}x{src['height']:<4}"
+              f"{c['frames_in']:>7}{c['frames_out']:>7}{c['frames_dropped']:>6}"
+              f"{c['frames_failed']:>6}{c['reconnects']:>6}{c['fps']:>7.1f}"
+              f"{c['frame_age_ms']['p50']:>9.1f}{c['frame_age_ms']['p99']:>9.1f}")
+    for name, why in s["missing_cameras"].items():
+        print(f"{name:<12}missing: {why}")
+    print(f"speed    {s['fps']:.1f} FPS published over all cameras, {s['wall_s']:.2f} s")
+    print(f"{'stage (ms)':<14}{'p50':>9}{'p95':>9}{'p99':>9}")
+    for name, p in [*s["stages_ms"].items(), ("frame age", s["frame_age_ms"])]:
+        print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    if "deadline" in s:
+        print(deadline_line(s["deadline"]))
+    print(f"output   {Path(s['output_dir'])}/<camera>/ and "
+          f"{Path(s['output_dir']) / 'summary.json'}")

@@ -28,9 +28,9 @@ from helpers import (
 )
 
 from drivesegrt.capture import open_source
-from drivesegrt.capture.cameras import camera_entries, file_entries, split_name
 from drivesegrt.capture.reader import Prefetch
 from drivesegrt.capture.replay import ReplayServer, free_port
+from drivesegrt.config import camera_entries, file_entries, split_name
 from drivesegrt.engines import load_engine
 from drivesegrt.infer.segmenter import Segmenter
 from drivesegrt.run import add_arguments, execute, load_run_config
