@@ -7,8 +7,9 @@ Each camera is the highway clip (960x540, 25 fps) served live by its own ``drive
 replay``-style ffmpeg server on 127.0.0.1. For every camera count N: one ``drivesegrt run``
 with N ``--source`` (one engine, batched calls) and, for N > 1, N separate ``drivesegrt run``
 processes with one source each (N engines competing for the cores); for the largest N also the
-batched run with ``--deadline-ms``. Each run lasts ``--seconds`` and is ended with SIGINT (the
-way a live run ends); the numbers come from its summary.json: per camera the published FPS,
+batched run with ``--deadline-ms``. Each run lasts ``--seconds`` from the moment every camera
+published its first frame (start-up is not timed) and is ended with SIGINT (the way a live run
+ends); the numbers come from its summary.json: per camera the published FPS,
 frame age p50/p99 (capture -> published) and the dropped share (stale frames replaced at the
 camera before the engine took them / frames captured). Prints a markdown table; ``--json``
 keeps every summary.
@@ -33,11 +34,18 @@ from drivesegrt.capture.replay import ReplayServer, free_port  # noqa: E402
 CLIP = ROOT.parent / "shared" / "data" / "videos" / "udacity_lanelines_solidWhiteRight.mp4"
 
 
-def run_processes(commands: list[list[str]], seconds: float) -> list[int]:
-    """Start every command, let them run ``seconds``, SIGINT them, wait; their exit codes."""
+def run_processes(commands: list[list[str]], started: list[Path], seconds: float,
+                  start_timeout: float = 300.0) -> list[int]:
+    """Start every command, wait until each file of ``started`` has a line (every camera
+    published its first frame: start-up is not timed), let them run ``seconds``, SIGINT them,
+    wait; their exit codes."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for c in commands]
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs) and not all(
+            f.is_file() and f.stat().st_size > 0 for f in started):
+        time.sleep(0.2)
     time.sleep(seconds)
     for p in procs:
         p.send_signal(signal.SIGINT)
@@ -69,10 +77,13 @@ def scenario(name: str, urls: list[str], separate: bool, base: list[str], out: P
     if separate:
         commands = [[*base, "--source", u, "--output", str(out / n), *extra]
                     for n, u in zip(names, urls)]
+        started = [out / n / "frames.jsonl" for n in names]
     else:
         commands = [[*base, *(a for u, n in zip(urls, names) for a in ("--source", f"{n}={u}")),
                      "--output", str(out / "batched"), *extra]]
-    codes = run_processes(commands, seconds)
+        started = [out / "batched" / (n if len(urls) > 1 else "") / "frames.jsonl"
+                   for n in names]
+    codes = run_processes(commands, started, seconds)
     summaries = ([json.loads((out / n / "summary.json").read_text()) for n in names]
                  if separate else [json.loads((out / "batched" / "summary.json").read_text())])
     rows = ([r for n, s in zip(names, summaries) for r in camera_rows(s, [n])] if separate

@@ -189,7 +189,7 @@ class MultiPipeline:
         stages, ages = StageStats(), []
         for name, lane in self.lanes.items():
             s = lane.summary()
-            s["frames_skipped"] = self._readers[name].frames_skipped if lane.pace else 0
+            s["frames_skipped"] = self._readers[name].frames_skipped
             cameras[name] = {**s, "source": lane.source.describe(),
                              "outputs": {k.name: k.describe() for k in lane.sinks}}
             for k in STAGES:

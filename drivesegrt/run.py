@@ -545,8 +545,7 @@ def check_supported(cfg: RunConfig, several: bool) -> None:
                          f"sequence and cannot run on batches; use --temporal none")
 
 
-def open_cameras(cfg: RunConfig, cameras: list,
-                 several: bool = True) -> tuple[dict, dict]:
+def open_cameras(cfg: RunConfig, cameras: list, several: bool = True) -> tuple[dict, dict]:
     """({name: Source} of the cameras that opened, {name: why not} of those left out). A camera
     that does not open is bad input (the error names it) unless it may be missing."""
     from .capture import open_source
@@ -572,7 +571,8 @@ def open_cameras(cfg: RunConfig, cameras: list,
                 raise ValueError(f"camera {cam.name}: {why} (--allow-missing runs without "
                                  f"it)") from None
         if not sources:
-            raise ValueError(f"no camera opened ({', '.join(f'{k}: {v}' for k, v in missing.items())})")
+            why = "; ".join(f"{k}: {v}" for k, v in missing.items())
+            raise ValueError(f"no camera opened ({why})")
     except BaseException:
         for source in sources.values():
             source.close()
@@ -616,7 +616,9 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
                   f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
         lane_cfg = dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, view=None))
         view = make_view(cfg) if cfg.sinks.view else None
-        paced = {c.name: c.pace for c in cameras}
+        # Pacing is for recorded sources (a live one has its own clock).
+        paced = {c.name: c.pace and not sources[c.name].live for c in cameras
+                 if c.name in sources}
         lanes = {}
         for name, source in sources.items():
             lane_out = out / name if several else out
@@ -633,7 +635,7 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
         if cfg.deadline.ms is not None:
             d = cfg.deadline
             deadline = DeadlineController(
-                d.ms, MultiPipeline.applicable_steps(seg, any(paced[n] for n in sources)),
+                d.ms, MultiPipeline.applicable_steps(seg, any(paced.values())),
                 d.window_s, d.hold_s, d.restore_below, d.restore_hold_s)
         pipeline = MultiPipeline(lanes, seg, deadline, cfg.deadline.input_scale)
         if view is not None:

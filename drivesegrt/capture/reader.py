@@ -31,6 +31,7 @@ class _CaptureStage:
         self._max = max_frames
         self.frames_in = 0
         self.frames_dropped = 0
+        self.frames_skipped = 0          # paced recorded sources only (Prefetch.skip_every)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
@@ -70,7 +71,6 @@ class Prefetch(_CaptureStage):
         self._done = False
         self.pace = pace
         self.skip_every = 1
-        self.frames_skipped = 0
         self._thread.start()
 
     def _paced_read(self):
