@@ -227,7 +227,9 @@ def make_view(cfg: RunConfig):
     return view
 
 
-def make_sinks(cfg: RunConfig, out: Path, source):
+def make_sinks(cfg: RunConfig, out: Path, source, camera: str | None = None):
+    """The run's sinks into ``out`` for ``source`` and its frames.jsonl sink (None if off);
+    ``camera``: its name when one of several (names its window)."""
     from .publish.sinks import (
         ConfidenceSink,
         ImageSink,
@@ -257,7 +259,8 @@ def make_sinks(cfg: RunConfig, out: Path, source):
         if reason:
             print(f"drivesegrt: warning: --show ignored: {reason}", file=sys.stderr)
         else:
-            sinks.append(WindowSink())
+            sinks.append(WindowSink(f"{WindowSink.TITLE}: {camera}" if camera else
+                                    WindowSink.TITLE))
     jsonl = JsonlSink(out / "frames.jsonl") if cfg.sinks.jsonl else None
     return sinks, jsonl
 
@@ -623,7 +626,7 @@ def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]
         for name, source in sources.items():
             lane_out = out / name if several else out
             lane_out.mkdir(exist_ok=True)
-            sinks, jsonl = make_sinks(lane_cfg, lane_out, source)
+            sinks, jsonl = make_sinks(lane_cfg, lane_out, source, name if several else None)
             if view is not None:
                 sinks.insert(0, view.channel(name) if several else view)
             overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha,

@@ -324,13 +324,16 @@ class WindowSink(Sink):
             return "OpenCV was built without GUI support (opencv-python-headless)"
         return None
 
+    def __init__(self, title: str = TITLE):
+        self.title = title                  # one window per camera when there are several
+
     def write(self, frame: Frame) -> None:
-        cv2.imshow(self.TITLE, frame.overlay)
+        cv2.imshow(self.title, frame.overlay)
         cv2.waitKey(1)
 
     def close(self) -> None:
         try:
-            cv2.destroyWindow(self.TITLE)
+            cv2.destroyWindow(self.title)
         except cv2.error:
             pass
 
