@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -27,7 +28,9 @@ from .publish.sinks import VIDEO_CODECS
 _BACKENDS, _LABEL_SETS = tuple(BACKENDS), tuple(LABEL_SETS)
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
+def read_yaml(path: str | os.PathLike, top: type = dict) -> dict | list:
+    """The YAML document in ``path``: a mapping of keys (``top=dict``, config files) or a list
+    (``top=list``, e.g. a sources file); ValueError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -45,9 +48,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
         at = f" at line {mark.line + 1}" if mark else ""
         raise ValueError(f"{path}: invalid YAML{at}") from None
     if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping of keys")
+        return top()
+    if not isinstance(data, top):
+        raise ValueError(f"{path}: top level must be a "
+                         f"{'mapping of keys' if top is dict else 'list'}")
     return data
 
 
@@ -333,9 +337,93 @@ class PipelineConfig:
                  f"must be >= 1, got {self.writer_queue}")
 
 
+# Several cameras: ``--source NAME=URI`` texts and sources-file entries -> ``cameras`` entries.
+#     front=rtsp://car/front     named "front"
+#     /dev/video2                unnamed: cam<position> (cam0, cam1, ...)
+#     synthetic:?w=640&h=360     a '=' inside a URI is not a name: names are plain words
+# A name is letters, digits, '_' and '-' (it names the camera's output directory).
+CAMERA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def split_name(text: str) -> tuple[str | None, str]:
+    """``"front=rtsp://x"`` -> ("front", "rtsp://x"); ``"clip.mp4"`` -> (None, "clip.mp4")."""
+    head, sep, rest = str(text).partition("=")
+    if sep and CAMERA_NAME.fullmatch(head):
+        return head, rest
+    return None, str(text)
+
+
+def camera_entries(texts) -> list[dict]:
+    """``--source`` texts -> [{"name", "uri"}], unnamed ones called cam<position>."""
+    return [{"name": name or f"cam{i}", "uri": uri}
+            for i, (name, uri) in enumerate(map(split_name, texts))]
+
+
+def file_entries(items: list, path) -> list[dict]:
+    """A sources file's list -> camera entries: each item a mapping with ``uri`` (and
+    optionally ``name`` and per-camera options) or a ``NAME=URI`` text; ValueError naming the
+    file and the item otherwise."""
+    entries = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            name, uri = split_name(item)
+            entries.append({"name": name or f"cam{i}", "uri": uri})
+            continue
+        if not isinstance(item, dict) or "uri" not in item:
+            raise ValueError(f"{path}: item {i + 1} must be a mapping with a 'uri' (and "
+                             f"optionally 'name'), or a NAME=URI text; got {item!r}")
+        entries.append({"name": f"cam{i}", **item})
+    if not entries:
+        raise ValueError(f"{path}: the sources list is empty")
+    return entries
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraConfig:
+    """One camera of a several-camera run (``--source NAME=URI`` or a ``--sources`` file)."""
+    name: str                          # names its outputs: DIR/<name>/...
+    uri: str                           # anything --source takes
+    reconnect_timeout: float | None = None   # this camera's outage limit; None = stream.*
+    pace: bool = False                 # recorded source delivered at its own fps (a replay)
+    required: bool = True              # false: run without it when it does not open at start
+
+    def validate(self):
+        _require(bool(CAMERA_NAME.fullmatch(self.name)), "cameras.name",
+                 f"{self.name!r} must be letters, digits, '_' or '-' (it names a directory)")
+        _require(bool(str(self.uri).strip()), f"cameras.{self.name}.uri", "must not be empty")
+        _require(self.reconnect_timeout is None or self.reconnect_timeout > 0,
+                 f"cameras.{self.name}.reconnect_timeout",
+                 f"must be > 0 seconds or null, got {self.reconnect_timeout}")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadlineConfig:
+    """Latency budget (deadline.py): degrade in steps while the frame age p95 is over it."""
+    ms: float | None = None            # --deadline-ms; None = no budget, nothing changes
+    window_s: float = 1.0              # the p95 is over the frames published this long ago
+    hold_s: float = 1.0                # at least this long between two degrade steps
+    restore_below: float = 0.7         # restore once p95 < restore_below x ms ...
+    restore_hold_s: float = 2.0        # ... for this long (doubles after each flip-flop)
+    input_scale: float = 0.75          # the smaller-input step: this share of each side
+
+    def validate(self):
+        _require(self.ms is None or self.ms > 0, "deadline.ms", f"must be > 0, got {self.ms}")
+        _require(self.window_s > 0, "deadline.window_s", f"must be > 0, got {self.window_s}")
+        _require(self.hold_s >= 0, "deadline.hold_s", f"must be >= 0, got {self.hold_s}")
+        _require(0 < self.restore_below < 1, "deadline.restore_below",
+                 f"must be in (0, 1), got {self.restore_below}")
+        _require(self.restore_hold_s >= 0, "deadline.restore_hold_s",
+                 f"must be >= 0, got {self.restore_hold_s}")
+        _require(0.25 <= self.input_scale < 1, "deadline.input_scale",
+                 f"must be in [0.25, 1), got {self.input_scale}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     source: str = "synthetic:"
+    cameras: tuple[CameraConfig, ...] = ()   # several cameras at once (replaces source)
+    allow_missing: bool = False        # run without cameras that do not open at start
     output: str | None = None          # None = runs/<timestamp>/
     overwrite: bool = False            # reuse a non-empty run directory (a run's outputs only)
     max_frames: int | None = None      # None = until the source ends
@@ -349,8 +437,12 @@ class RunConfig:
     sinks: SinksConfig = SinksConfig()
     pipeline: PipelineConfig = PipelineConfig()
     stream: StreamConfig = StreamConfig()
+    deadline: DeadlineConfig = DeadlineConfig()
 
     def validate(self):
+        names = [c.name for c in self.cameras]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        _require(dup is None, "cameras", f"camera name {dup!r} is given twice")
         _require(self.max_frames is None or self.max_frames >= 1, "max_frames",
                  f"must be >= 1, got {self.max_frames}")
         _require(not self.overlay.draw_drivable or self.figures.drivable, "overlay.draw_drivable",

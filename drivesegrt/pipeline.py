@@ -63,6 +63,26 @@ class RunStats:
         return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
 
 
+def run_threads(threads: list[threading.Thread], abort, poll_s: float = 0.1,
+                on_poll=None) -> None:
+    """Start ``threads`` and wait for them all. The main thread only waits (and calls
+    ``on_poll`` every ``poll_s``), so it stays free to run signal handlers; an exception here
+    (KeyboardInterrupt) calls ``abort`` and is re-raised after the threads were joined."""
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            threads[-1].join(timeout=poll_s)
+            if on_poll is not None:
+                on_poll()
+    except BaseException:
+        abort()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=10)
+
+
 class Pipeline:
     """Wire one source, one Segmenter, one Overlay and sinks; ``run()`` blocks until done.
 
@@ -71,14 +91,19 @@ class Pipeline:
     publish thread after each published frame (e.g. a progress bar's update).
     max_consecutive_failures: inference errors in a row that abort the run. figures: driving
     figures measured per frame (frames.jsonl) and drawn on the overlay. continuity: tells the
-    segmenter where the source has a gap (its temporal smoothing restarts there).
+    segmenter where the source has a gap (its temporal smoothing restarts there). pace: read a
+    recorded source at its own fps. name: the camera's, in messages (one of several).
+
+    One camera of several (multicam.py) uses the same object as a *lane*: ``open_capture``,
+    ``publish_loop`` on its own thread fed by the shared batching loop, ``close_capture``.
     """
 
     def __init__(self, source: Source, segmenter: Segmenter, overlay: Overlay,
                  sinks: list[Sink], jsonl: JsonlSink | None = None, queue_size: int = 4,
                  max_frames: int | None = None, on_frame=None,
                  max_consecutive_failures: int = 10, figures: DrivingFigures | None = None,
-                 continuity: Continuity | None = None):
+                 continuity: Continuity | None = None, pace: bool = False,
+                 name: str | None = None):
         self.source = source
         self.segmenter = segmenter
         self.overlay = overlay
@@ -90,6 +115,12 @@ class Pipeline:
         self.max_consecutive_failures = max(1, max_consecutive_failures)
         self.figures = figures
         self.continuity = continuity
+        self.pace = pace                     # recorded source read at its fps (a replay)
+        self.name = name                     # the camera's name when one of several
+        # Draw a fresh overlay every n-th frame, reuse the last one in between (the latency
+        # budget's overlay step; masks and frames.jsonl stay per frame).
+        self.overlay_every = 1
+        self._last_overlay = None
         self.stats = RunStats()
         self._stop = threading.Event()       # drain: stop capturing, publish what is queued
         self._abort = threading.Event()      # error: everyone leaves now
@@ -150,7 +181,7 @@ class Pipeline:
                     frame.job = self.segmenter.submit(frame.image)
                 except Exception as e:  # one bad frame must not end the stream
                     failed_in_a_row += 1
-                    self._frame_failed(frame, e, failed_in_a_row)
+                    self.frame_failed(frame, e, failed_in_a_row)
                     continue
                 failed_in_a_row = 0
                 if not self._put(out_q, frame):
@@ -162,16 +193,31 @@ class Pipeline:
         finally:
             self._put(out_q, _END)
 
-    def _frame_failed(self, frame: Frame, error: Exception, in_a_row: int) -> None:
+    def frame_failed(self, frame: Frame, error: Exception, in_a_row: int) -> None:
         """Log and count one frame the engine failed on; too many in a row abort the run."""
         self.stats.frames_failed += 1
         first = (str(error).splitlines() or [""])[0]
-        msg = f"frame {frame.index}: inference failed ({type(error).__name__}: {first})"
+        camera = f"{self.name}: " if self.name else ""
+        msg = f"{camera}frame {frame.index}: inference failed ({type(error).__name__}: {first})"
         if in_a_row >= self.max_consecutive_failures:
             raise InferenceError(f"{msg}; {in_a_row} frames in a row failed, stopping") from error
         print(f"drivesegrt: warning: {msg}; frame skipped", file=sys.stderr, flush=True)
 
-    def _publish_loop(self, in_q: queue.Queue) -> None:
+    def _draw(self, frame: Frame, hud: dict):
+        """The frame's overlay: drawn fresh, or the last one again every other frame while the
+        overlay step of the latency budget is in force (same size only)."""
+        last = self._last_overlay
+        if (self.overlay_every > 1 and last is not None and frame.index % self.overlay_every
+                and last.shape[:2] == frame.image.shape[:2]):
+            return last
+        overlay = self.overlay(frame.image, frame.labels, hud, frame.overlay)
+        if self.figures is not None:
+            self.figures.draw(overlay, frame.figures)
+        self._last_overlay = overlay
+        return overlay
+
+    def publish_loop(self, in_q: queue.Queue) -> None:
+        """The publish stage: frames from ``in_q`` (their jobs submitted) until _END."""
         rate = RateMeter()
         hud = {"fps": 0.0, "stages_ms": {}}
         stats = self.stats
@@ -187,7 +233,7 @@ class Pipeline:
                 except Exception as e:
                     failed_in_a_row += 1
                     try:
-                        self._frame_failed(frame, e, failed_in_a_row)
+                        self.frame_failed(frame, e, failed_in_a_row)
                     except InferenceError as stop:      # publish what is queued, then raise
                         self._errors.append(stop)
                         self._stop_capture()
@@ -201,9 +247,7 @@ class Pipeline:
                     frame.figures = self.figures.measure(frame.labels, frame.confidence)
                     frame.stages_ms["figures"] = ms_since(t0)
                 t0 = now()
-                frame.overlay = self.overlay(frame.image, frame.labels, hud, frame.overlay)
-                if self.figures is not None:
-                    self.figures.draw(frame.overlay, frame.figures)
+                frame.overlay = self._draw(frame, hud)
                 t1 = now()
                 frame.stages_ms["overlay"] = (t1 - t0) * 1e3
                 for sink in self.sinks:
@@ -229,39 +273,56 @@ class Pipeline:
     def run(self, poll_s: float = 0.1) -> RunStats:
         """Run to the end (or stop/abort); returns RunStats. Sinks are closed (finalized) even
         when a stage failed; the first error is re-raised afterwards."""
-        stats = self.stats
-        stats.t_start = now()
-        self._reader = open_reader(self.source, self.queue_size, self.max_frames)
-        if self._stop.is_set():
-            self._reader.stop()
-        pub_q: queue.Queue = queue.Queue(maxsize=self.queue_size)
-        self._pub_q = pub_q
+        self.open_capture()
+        pub_q = self.publish_queue()
         threads = [threading.Thread(target=self._infer_loop, args=(pub_q,), name="infer",
                                     daemon=True),
-                   threading.Thread(target=self._publish_loop, args=(pub_q,), name="publish",
+                   threading.Thread(target=self.publish_loop, args=(pub_q,), name="publish",
                                     daemon=True)]
         try:
-            for t in threads:
-                t.start()
-            # The main thread only waits, so it stays free to run signal handlers.
-            while any(t.is_alive() for t in threads):
-                threads[-1].join(timeout=poll_s)
-        except BaseException:
-            self.abort()
-            raise
+            run_threads(threads, self.abort, poll_s)
         finally:
-            for t in threads:
-                t.join(timeout=10)
-            self._reader.close()
-            stats.t_end = now()
-            stats.frames_in = self._reader.frames_in
-            stats.frames_dropped = self._reader.frames_dropped
-            self._close_sinks()
-            if self._reader.error is not None:
-                self._errors.append(self._reader.error)
+            self.close_capture()
         if self._errors:
             raise self._errors[0]
-        return stats
+        return self.stats
+
+    def open_capture(self):
+        """Start the capture thread; returns its reader (``read``/``poll``)."""
+        self.stats.t_start = now()
+        self._reader = open_reader(self.source, self.queue_size, self.max_frames, self.pace)
+        if self._stop.is_set():
+            self._reader.stop()
+        return self._reader
+
+    def publish_queue(self) -> queue.Queue:
+        """A new queue for ``publish_loop`` to serve (``put``/``end_input`` feed it)."""
+        self._pub_q = queue.Queue(maxsize=self.queue_size)
+        return self._pub_q
+
+    def put(self, frame) -> bool:
+        """Hand a submitted frame to ``publish_loop``; False once aborted."""
+        return self._put(self._pub_q, frame)
+
+    def end_input(self) -> None:
+        """No more frames for ``publish_loop``: it ends once the queued ones are published."""
+        self._put(self._pub_q, _END)
+
+    def close_capture(self) -> None:
+        """Stop and close the capture, take its counts, finalize the sinks (errors kept for
+        ``error``)."""
+        self._reader.close()
+        self.stats.t_end = now()
+        self.stats.frames_in = self._reader.frames_in
+        self.stats.frames_dropped = self._reader.frames_dropped
+        self._close_sinks()
+        if self._reader.error is not None:
+            self._errors.append(self._reader.error)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error of this pipeline's stages, sinks or capture (None: none)."""
+        return self._errors[0] if self._errors else None
 
     def _close_sinks(self) -> None:
         for sink in [*self.sinks, *([self.jsonl] if self.jsonl else [])]:

@@ -1,6 +1,8 @@
 """``drivesegrt run``: segment a source and publish overlays, masks and timings.
 
     drivesegrt run --source clip.mp4 --output runs/demo --save-masks
+    drivesegrt run --source front=rtsp://car/front --source rear=/dev/video2 \\
+                   --output runs/car --deadline-ms 150          # several cameras, DIR/<camera>/
 
 Reads config (``--config FILE``, else the defaults in config.RunConfig, mirrored in
 config.yaml), applies CLI flags on top, opens the source, loads the engine, wires the
@@ -14,6 +16,7 @@ must be empty unless ``--overwrite`` (publish/rundir.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -26,8 +29,20 @@ from .infer.pick import AUTO_BACKEND
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--source", help="video file, image folder/glob, camera index (0) or "
-                   "/dev/videoN, rtsp/http/udp URL, or synthetic: (default)")
+    p.add_argument("--source", action="append", metavar="[NAME=]SRC",
+                   help="video file, image folder/glob, camera index (0) or /dev/videoN, "
+                   "rtsp/http/udp URL, or synthetic: (default); repeat for several cameras at "
+                   "once (NAME= names one; default cam0, cam1, ...): outputs go to DIR/NAME/")
+    p.add_argument("--sources", dest="sources_file", metavar="FILE",
+                   help="YAML list of cameras: name, uri and per-camera options "
+                   "(reconnect_timeout, pace, required); instead of --source")
+    p.add_argument("--allow-missing", action="store_true", default=None,
+                   help="several cameras: run without a camera that does not open at start "
+                   "(default: that is bad input, exit 2)")
+    p.add_argument("--deadline-ms", type=float, metavar="D",
+                   help="latency budget: while the frame age p95 over the last second exceeds "
+                   "D ms, degrade in steps (point filter, overlay every other frame, skip "
+                   "paced frames, smaller input), restore when there is slack again")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>/); it must be "
                    "empty or new, unless --overwrite")
     p.add_argument("--overwrite", action="store_true", default=None,
@@ -119,8 +134,11 @@ def _figures(text: str) -> dict[str, bool]:
 
 
 def load_run_config(args) -> RunConfig:
+    source, cameras = _sources(args.source, args.sources_file)
     overrides = {
-        "source": args.source, "output": args.output, "overwrite": args.overwrite,
+        "source": source, "cameras": cameras, "allow_missing": args.allow_missing,
+        "deadline.ms": args.deadline_ms,
+        "output": args.output, "overwrite": args.overwrite,
         "max_frames": args.max_frames,
         "model.path": args.model, "model.backend": args.backend, "model.device": args.device,
         "model.threads": args.threads, "model.input_size": args.input_size,
@@ -139,6 +157,26 @@ def load_run_config(args) -> RunConfig:
         **{f"figures.{k}": v for k, v in (args.figures or {}).items()},
     }
     return load_dataclass(RunConfig, args.config, overrides)
+
+
+def _sources(texts, sources_file) -> tuple[str | None, list[dict] | None]:
+    """``--source`` texts (one, several, or a str from the Python API) and ``--sources FILE``
+    -> (the one source, or None; the camera entries of several, or None)."""
+    from .config import camera_entries, file_entries, read_yaml, split_name
+
+    texts = [texts] if isinstance(texts, str) else list(texts or [])
+    if sources_file is not None:
+        if texts:
+            raise ValueError("--sources FILE and --source: give the cameras one way")
+        return None, file_entries(read_yaml(sources_file, list), sources_file)
+    if len(texts) > 1:
+        return None, camera_entries(texts)
+    if not texts:
+        return None, None
+    name, uri = split_name(texts[0])
+    # One camera keeps today's layout (DIR/overlay.mp4); its name only needs to be dropped,
+    # unless the whole text is a file that exists.
+    return (texts[0] if name is None or Path(texts[0]).exists() else uri), None
 
 
 def output_dir(output: str | None) -> Path:
@@ -189,7 +227,31 @@ def choose_backend(cfg: RunConfig) -> tuple[str, str]:
     return choice.backend, str(choice.path)
 
 
-def make_sinks(cfg: RunConfig, out: Path, source):
+def model_info(seg, model_path) -> dict:
+    """summary.json's ``model``: the file, runtime, input size, classes, filter."""
+    return {"path": str(model_path), "backend": seg.engine.spec.backend,
+            "device": seg.engine.spec.device, "arch": seg.meta.arch,
+            "precision": seg.engine.spec.precision, "input_size": list(seg.input_size),
+            "classes": list(seg.class_names), "filter": seg.filter_mode, "resize": seg.resize,
+            "temporal": None if seg.temporal is None else str(seg.temporal)}
+
+
+def make_view(cfg: RunConfig):
+    """The run's live view (``sinks.view``), its address (and any exposure warning) printed."""
+    from .publish.view import ViewSink
+
+    view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
+                    hosts=cfg.sinks.view_hosts)
+    print(f"drivesegrt: live view at {view.url}"
+          + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr, flush=True)
+    if view.exposure_warning:
+        print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
+    return view
+
+
+def make_sinks(cfg: RunConfig, out: Path, source, camera: str | None = None):
+    """The run's sinks into ``out`` for ``source`` and its frames.jsonl sink (None if off);
+    ``camera``: its name when one of several (names its window)."""
     from .publish.sinks import (
         ConfidenceSink,
         ImageSink,
@@ -198,18 +260,10 @@ def make_sinks(cfg: RunConfig, out: Path, source):
         VideoSink,
         WindowSink,
     )
-    from .publish.view import ViewSink
 
     sinks = []
     if cfg.sinks.view:        # first: a busy port fails before any writer process starts
-        view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
-                        hosts=cfg.sinks.view_hosts)
-        print(f"drivesegrt: live view at {view.url}"
-              + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr,
-              flush=True)
-        if view.exposure_warning:
-            print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
-        sinks.append(view)
+        sinks.append(make_view(cfg))
     depth = cfg.pipeline.writer_queue
     if source.kind == "images":
         if cfg.sinks.images:
@@ -227,7 +281,8 @@ def make_sinks(cfg: RunConfig, out: Path, source):
         if reason:
             print(f"drivesegrt: warning: --show ignored: {reason}", file=sys.stderr)
         else:
-            sinks.append(WindowSink())
+            sinks.append(WindowSink(f"{WindowSink.TITLE}: {camera}" if camera else
+                                    WindowSink.TITLE))
     jsonl = JsonlSink(out / "frames.jsonl") if cfg.sinks.jsonl else None
     return sinks, jsonl
 
@@ -305,20 +360,25 @@ def main(args) -> int:
         if not args.verbose:
             quiet_decoder_logs()
         summary, code = execute(cfg, signals=signals)
+    several = "cameras" in summary
     try:
-        print_summary(summary)
+        if several:
+            print_cameras(summary)
+        else:
+            print_summary(summary)
         sys.stdout.flush()
     except OSError as e:           # stdout is a full disk or a closed pipe: outputs are done
         _stdout_to_devnull()
         print(f"drivesegrt: error: cannot write the summary to stdout ({e.strerror or e}); "
               f"outputs are finalized in {summary['output_dir']}", file=sys.stderr)
         code = code or 1           # work was done; an interrupted run stays 130
-    if summary["frames_corrupt"]:
-        print(f"drivesegrt: warning: {summary['source']['spec']}: {summary['frames_corrupt']} "
-              f"corrupt frame(s) could not be decoded and were skipped (frames_corrupt in "
-              f"summary.json)", file=sys.stderr)
+    for cam in summary["cameras"].values() if several else [summary]:
+        if cam["frames_corrupt"]:
+            print(f"drivesegrt: warning: {cam['source']['spec']}: {cam['frames_corrupt']} "
+                  f"corrupt frame(s) could not be decoded and were skipped (frames_corrupt in "
+                  f"summary.json)", file=sys.stderr)
     if summary["error"] is not None:
-        video = summary["outputs"].get("video", {})
+        video = {} if several else summary["outputs"].get("video", {})
         kept = (f"; overlay.mp4 keeps its first {video['frames_kept']} frames"
                 if "frames_kept" in video else "")
         print(f"drivesegrt: error: {summary['error']} (outputs written so far are finalized in "
@@ -364,6 +424,8 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
     if signals is None:
         with _SignalStop() as own:
             return execute(cfg, progress, own, segmenter)
+    if cfg.cameras or cfg.deadline.ms is not None:
+        return execute_cameras(cfg, signals, segmenter)
     from .capture import open_source
     from .capture.reconnect import Backoff
     from .pipeline import InferenceError, Pipeline
@@ -412,23 +474,12 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
                                 f"outputs are lost")
         summary = {**pipeline.summary(),
                    "source": source.describe(),
-                   "model": {"path": str(model_path), "backend": seg.engine.spec.backend,
-                             "device": seg.engine.spec.device, "arch": seg.meta.arch,
-                             "precision": seg.engine.spec.precision,
-                             "input_size": list(seg.input_size),
-                             "classes": list(seg.class_names),
-                             "filter": seg.filter_mode, "resize": seg.resize,
-                             "temporal": None if seg.temporal is None else str(seg.temporal)},
+                   "model": model_info(seg, model_path),
                    "outputs": {s.name: s.describe() for s in sinks},
                    "output_dir": str(out),
                    "error": None if error is None else str(error),
                    "config": to_dict(cfg)}
-        if not rundir.gone():
-            try:
-                rundir.write_summary(summary)
-            except OSError as e:
-                error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
-                summary["error"] = str(error)
+        error = write_summary(rundir, summary, error)
     finally:
         if rundir is not None:
             rundir.release()
@@ -439,6 +490,20 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
     if error is not None:
         return summary, 1
     return summary, 130 if signals.signum is not None else 0
+
+
+def write_summary(rundir, summary: dict, error: BaseException | None):
+    """summary.json into ``rundir`` (unless it is gone); the run's error afterwards: ``error``,
+    or an OutputError when even summary.json cannot be written (then in ``summary`` too)."""
+    from .publish.sinks import OutputError
+
+    if not rundir.gone():
+        try:
+            rundir.write_summary(summary)
+        except OSError as e:
+            error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
+            summary["error"] = str(error)
+    return error
 
 
 def _ticker(bar):
@@ -457,6 +522,12 @@ def _progress(source, max_frames):
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
     return tqdm(total=total, unit="frame", desc="drivesegrt run", disable=None, leave=False)
+
+
+def deadline_line(d: dict) -> str:
+    """The summary table's line about the latency budget (summary.json ``deadline``)."""
+    return (f"deadline {d['ms']:g} ms: {d['degrades']} degrade, {d['restores']} restore "
+            f"step(s); in force at the end: {', '.join(d['steps_in_force_end']) or 'none'}")
 
 
 def print_summary(s: dict) -> None:
@@ -479,7 +550,180 @@ def print_summary(s: dict) -> None:
                                             ("frame age", s["frame_age_ms"])]
     for name, p in rows:
         print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    if "deadline" in s:
+        print(deadline_line(s["deadline"]))
     for name, o in s["outputs"].items():
         extra = f" [{o['encoder']}]" if "encoder" in o else ""
         print(f"output   {name}: {o.get('url') or o['path']}{extra}")
     print(f"output   summary: {Path(s['output_dir']) / 'summary.json'}")
+
+
+# --------------------------------------------------------------- several cameras
+def check_supported(cfg: RunConfig, several: bool) -> None:
+    """What a batched run cannot do, as one line naming the option."""
+    what = "several cameras" if several else "--deadline-ms"
+    if cfg.model.device != "cpu":
+        raise ValueError(f"{what}: batched inference runs on the CPU segmenter; --device "
+                         f"{cfg.model.device} takes one --source without --deadline-ms")
+    if cfg.temporal.smoothing != "none":
+        raise ValueError(f"{what}: --temporal {cfg.temporal.smoothing} follows one frame "
+                         f"sequence and cannot run on batches; use --temporal none")
+
+
+def open_cameras(cfg: RunConfig, cameras: list, several: bool = True) -> tuple[dict, dict]:
+    """({name: Source} of the cameras that opened, {name: why not} of those left out). A camera
+    that does not open is bad input (the error names it) unless it may be missing."""
+    from .capture import open_source
+    from .capture.reconnect import Backoff
+
+    sources, missing = {}, {}
+    try:
+        for cam in cameras:
+            timeout = (cam.reconnect_timeout if cam.reconnect_timeout is not None
+                       else cfg.stream.reconnect_timeout)
+            try:
+                sources[cam.name] = open_source(cam.uri, timeout,
+                                                Backoff(cfg.stream.backoff_initial,
+                                                        cfg.stream.backoff_max),
+                                                cam.name if several else None)
+            except (ValueError, OSError) as e:
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                if cfg.allow_missing or not cam.required:
+                    missing[cam.name] = why
+                    print(f"drivesegrt: warning: camera {cam.name}: {why}; running without it",
+                          file=sys.stderr, flush=True)
+                    continue
+                raise ValueError(f"camera {cam.name}: {why} (--allow-missing runs without "
+                                 f"it)") from None
+        if not sources:
+            why = "; ".join(f"{k}: {v}" for k, v in missing.items())
+            raise ValueError(f"no camera opened ({why})")
+    except BaseException:
+        for source in sources.values():
+            source.close()
+        raise
+    return sources, missing
+
+
+def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]:
+    """``execute`` for ``cfg.cameras`` (or one source with a deadline): every camera opened
+    (one that does not open is bad input unless ``--allow-missing`` or its ``required:
+    false``), one engine, a lane per camera (multicam.py) with its own sinks in
+    ``DIR/<camera>/``, one summary.json: totals, global stage times, batch sizes and a
+    ``cameras`` section with each camera's counts, frame age, FPS and outputs. One camera with
+    ``--deadline-ms`` keeps the one-camera layout and summary (plus ``deadline``)."""
+    from .config import CameraConfig
+    from .deadline import DeadlineController
+    from .multicam import MultiPipeline
+    from .pipeline import InferenceError, Pipeline
+    from .publish.overlay import Overlay
+    from .publish.rundir import RunDir, describe_holder
+    from .publish.sinks import OutputError
+
+    several = bool(cfg.cameras)
+    check_supported(cfg, several)
+    cameras = list(cfg.cameras) or [CameraConfig("cam0", cfg.source)]
+    sources, missing = open_cameras(cfg, cameras, several)
+    seg = rundir = view = None
+    error = None
+    try:
+        if segmenter is None:
+            seg, model_path = load_segmenter(cfg)
+        else:
+            from .infer.build import model_path as path_of
+
+            seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
+        rundir = RunDir.claim(output_dir(cfg.output), cfg.overwrite,
+                              tuple(sources) if several else ())
+        out = rundir.path
+        if rundir.stale_holder:
+            print(f"drivesegrt: taking over {out} from a run that is gone "
+                  f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
+        lane_cfg = dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, view=None))
+        view = make_view(cfg) if cfg.sinks.view else None
+        # Pacing is for recorded sources (a live one has its own clock).
+        paced = {c.name: c.pace and not sources[c.name].live for c in cameras
+                 if c.name in sources}
+        lanes = {}
+        for name, source in sources.items():
+            lane_out = out / name if several else out
+            lane_out.mkdir(exist_ok=True)
+            sinks, jsonl = make_sinks(lane_cfg, lane_out, source, name if several else None)
+            if view is not None:
+                sinks.insert(0, view.channel(name) if several else view)
+            overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha,
+                              cfg.overlay.legend, cfg.overlay.hud)
+            lanes[name] = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
+                                   cfg.max_frames, figures=make_figures(cfg, seg),
+                                   pace=paced[name], name=name if several else None)
+        deadline = None
+        if cfg.deadline.ms is not None:
+            d = cfg.deadline
+            deadline = DeadlineController(
+                d.ms, MultiPipeline.applicable_steps(seg, any(paced.values())),
+                d.window_s, d.hold_s, d.restore_below, d.restore_hold_s)
+        pipeline = MultiPipeline(lanes, seg, deadline, cfg.deadline.input_scale)
+        if view is not None:
+            for name, lane in lanes.items():
+                (view.channel(name) if several else view).set_counters(lane.counters)
+        model = model_info(seg, model_path)          # as configured, before any degrade step
+        signals.attach(pipeline)
+        try:
+            pipeline.run()
+        except (OutputError, InferenceError) as e:
+            error = e
+        if rundir.gone():
+            error = OutputError(f"run directory {out} was removed during the run; its "
+                                f"outputs are lost")
+        core = pipeline.summary()
+        if several:
+            summary = {**core, "missing_cameras": missing}
+        else:                                      # the one-camera summary, plus the budget
+            name = next(iter(lanes))
+            summary = {**core["cameras"][name], "batch": core["batch"],
+                       "deadline": core["deadline"]}
+        summary.update({"model": model, "output_dir": str(out),
+                        "error": None if error is None else str(error),
+                        "config": to_dict(cfg)})
+        error = write_summary(rundir, summary, error)
+    finally:
+        if view is not None:              # (one camera: the lane closed it already; idempotent)
+            view.close()
+        if rundir is not None:
+            rundir.release()
+        for source in sources.values():
+            source.close()
+        if seg is not None and segmenter is None:
+            seg.close()
+            seg.engine.close()
+    if error is not None:
+        return summary, 1
+    return summary, 130 if signals.signum is not None else 0
+
+
+def print_cameras(s: dict) -> None:
+    """The end-of-run table of several cameras: a row per camera, then the global stages."""
+    m = s["model"]
+    print(f"model    {m['path']} ({m['arch']}, {m['backend']}/{m['device']}, input "
+          f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
+    b = s["batch"]
+    print(f"batches  {b['calls']} engine calls, mean batch {b['mean_size']:.2f}, "
+          f"max {b['max_size']}")
+    print(f"{'camera':<12}{'kind':<10}{'size':>10}{'in':>7}{'out':>7}{'drop':>6}{'fail':>6}"
+          f"{'recon':>6}{'FPS':>7}{'age p50':>9}{'age p99':>9}")
+    for name, c in s["cameras"].items():
+        src = c["source"]
+        print(f"{name:<12}{src['kind']:<10}{src['width']:>5}x{src['height']:<4}"
+              f"{c['frames_in']:>7}{c['frames_out']:>7}{c['frames_dropped']:>6}"
+              f"{c['frames_failed']:>6}{c['reconnects']:>6}{c['fps']:>7.1f}"
+              f"{c['frame_age_ms']['p50']:>9.1f}{c['frame_age_ms']['p99']:>9.1f}")
+    for name, why in s["missing_cameras"].items():
+        print(f"{name:<12}missing: {why}")
+    print(f"speed    {s['fps']:.1f} FPS published over all cameras, {s['wall_s']:.2f} s")
+    print(f"{'stage (ms)':<14}{'p50':>9}{'p95':>9}{'p99':>9}")
+    for name, p in [*s["stages_ms"].items(), ("frame age", s["frame_age_ms"])]:
+        print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    if "deadline" in s:
+        print(deadline_line(s["deadline"]))
+    print(f"output   {Path(s['output_dir'])}/<camera>/ and "
+          f"{Path(s['output_dir']) / 'summary.json'}")

@@ -122,14 +122,11 @@ def onnx_infer(model, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
-class SlowEngine(Engine):
-    """Wraps a real engine: sleeps ``delay_s`` before each inference (an engine slower than
-    the camera) and raises on call ``fail_at`` only, or on every call from ``fail_from`` on."""
+class _WrappedEngine(Engine):
+    """A real engine (``inner``) with something added to ``infer`` by a subclass."""
 
-    def __init__(self, inner: Engine, delay_s: float = 0.0, fail_at: int | None = None,
-                 fail_from: int | None = None):
-        self.inner, self.delay_s, self.calls = inner, delay_s, 0
-        self.fail_at, self.fail_from = fail_at, fail_from
+    def __init__(self, inner: Engine):
+        self.inner = inner
 
     @classmethod
     def load(cls, path, device="cpu", **options):
@@ -139,12 +136,46 @@ class SlowEngine(Engine):
     def spec(self):
         return self.inner.spec
 
+
+class SlowEngine(_WrappedEngine):
+    """Wraps a real engine: sleeps ``delay_s`` before each inference (an engine slower than
+    the camera) and raises on call ``fail_at`` only, or on every call from ``fail_from`` on."""
+
+    def __init__(self, inner: Engine, delay_s: float = 0.0, fail_at: int | None = None,
+                 fail_from: int | None = None):
+        super().__init__(inner)
+        self.delay_s, self.calls = delay_s, 0
+        self.fail_at, self.fail_from = fail_at, fail_from
+
     def infer(self, batch):
         self.calls += 1
         if self.calls == self.fail_at or (self.fail_from is not None
                                           and self.calls >= self.fail_from):
             raise RuntimeError("engine exploded")
         time.sleep(self.delay_s)
+        return self.inner.infer(batch)
+
+
+class CostlyEngine(_WrappedEngine):
+    """Wraps a real engine whose cost grows with its input: while ``slow`` is set, each call
+    also sleeps ``s_per_mpixel`` x the batch's pixels (N x H x W, in millions), so a batch of
+    several cameras or a larger input costs more, and a smaller one less. ``slow_until``: the
+    ``time.perf_counter()`` at which the slowdown ends by itself (None: when cleared)."""
+
+    def __init__(self, inner: Engine, s_per_mpixel: float, slow_until: float | None = None):
+        super().__init__(inner)
+        self.s_per_mpixel, self.slow_until = s_per_mpixel, slow_until
+        self.slow = threading.Event()
+        self.slow.set()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def infer(self, batch):
+        self.shapes.append(tuple(batch.shape))
+        if self.slow_until is not None and time.perf_counter() >= self.slow_until:
+            self.slow.clear()
+        if self.slow.is_set():
+            n, h, w = batch.shape[0], *batch.shape[-2:]         # (N, 3, H, W)
+            time.sleep(self.s_per_mpixel * n * h * w / 1e6)
         return self.inner.infer(batch)
 
 

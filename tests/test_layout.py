@@ -19,10 +19,12 @@ ALLOWED = {
     "engines": VOCAB | {"models", "deploy"},
     "infer": VOCAB | {"engines"},
     "pipeline": VOCAB | {"capture", "infer", "publish"},
+    "deadline": VOCAB,
+    "multicam": VOCAB | {"deadline", "infer", "pipeline"},
     "config": VOCAB | {"engines", "infer", "publish"},
     "train": VOCAB | {"config", "data", "engines", "infer", "models"},
     "bench": VOCAB | {"deploy", "engines", "infer", "models"},
-    "run": VOCAB | {"capture", "config", "infer", "pipeline", "publish"},
+    "run": VOCAB | {"capture", "config", "deadline", "infer", "multicam", "pipeline", "publish"},
     "batch": VOCAB | {"capture", "config", "infer", "pipeline", "publish", "run"},
 }
 

@@ -330,3 +330,73 @@ PAGE_STATE = """(async () => {
           published: m ? m[1] : null,
           status: document.getElementById("status").textContent};
 })()"""
+
+
+def test_view_with_several_cameras_serves_a_stream_and_stats_per_camera():
+    view = ViewSink("http://127.0.0.1:0", max_fps=50)
+    try:
+        front, rear = view.channel("front"), view.channel("rear")
+        front.set_counters(lambda: {"frames_dropped": 3, "reconnects": 0})
+        rear.set_counters(lambda: {"frames_dropped": 0, "reconnects": 2})
+        for i in range(4):
+            front.write(published_frame(i, size=(160, 90)))
+        rear.write(published_frame(7, size=(64, 48)))
+        _, page = get(view.url)
+        assert b"grid" in page and b"camera" in page
+        stats = json.loads(get(view.url + "stats.json")[1])
+        assert set(stats["cameras"]) == {"front", "rear"}
+        assert (stats["cameras"]["front"]["frames_out"], stats["cameras"]["rear"]["frames_out"]
+                ) == (4, 1)
+        assert stats["cameras"]["rear"]["reconnects"] == 2
+        assert (stats["cameras"]["rear"]["width"], stats["cameras"]["rear"]["height"]) == (64, 48)
+        [jpeg] = mjpeg_parts(view.url + "stream.mjpg?camera=rear", 1)
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (48, 64, 3)
+        for path in ("stream.mjpg?camera=side", "stream.mjpg"):   # no such camera / which one?
+            with pytest.raises(urllib.error.HTTPError) as e:
+                get(view.url + path)
+            assert e.value.code == 404
+        assert rear.describe()["url"] == f"{view.url}stream.mjpg?camera=rear"
+    finally:
+        view.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(importlib.util.find_spec("websocket") is None,
+                    reason="websocket-client not installed (pip install -e '.[dev]')")
+def test_grid_of_cameras_in_headless_chromium(tmp_path, one_thread_config):
+    """Two live cameras of different sizes in one run with --view: the page shows a tile per
+    camera, each with its own overlay stream at its own size and a stats row."""
+    model = tiny_checkpoint(tmp_path / "tiny.pt", input_size=(96, 128))
+    out = tmp_path / "run"
+    run = LiveRun("run", "--backend", "torch",
+                  "--source", "front=synthetic:?w=320&h=180&fps=10&frames=0&live=1",
+                  "--source", "rear=synthetic:?w=240&h=180&fps=10&frames=0&live=1",
+                  "--model", model, "--config", one_thread_config, "--output", out,
+                  "--no-video", "--view", "http://127.0.0.1:0")
+    try:
+        url = run.wait_for_line("live view at http://127.0.0.1:").split("live view at ")[1]
+        with Chromium(tmp_path) as browser:
+            browser.navigate(url.split()[0])
+            tiles = browser.wait_for(GRID_STATE, timeout=60)
+            assert {t["name"]: (t["width"], t["height"]) for t in tiles} == {
+                "front": (320, 180), "rear": (240, 180)}
+            assert all(re.search(r"published \d+", t["text"]) and "dropped" in t["text"]
+                       for t in tiles)
+            browser.screenshot(tmp_path / "grid_view.png")
+        rc = run.interrupt(signal.SIGINT)
+    finally:
+        run.kill()
+    assert rc == 130, run.stderr
+    s = read_summary(out)
+    assert s["cameras"]["front"]["outputs"]["view"]["url"].endswith("camera=front")
+
+
+# Every tile with a decoded image and a stats row (null until both cameras show).
+GRID_STATE = """(() => {
+  const figs = [...document.querySelectorAll("#grid figure")];
+  const tiles = figs.map(f => ({name: f.id.slice(4), width: f.querySelector("img").naturalWidth,
+    height: f.querySelector("img").naturalHeight, text: f.querySelector("figcaption").innerText}));
+  return tiles.length === 2 && tiles.every(t => t.width && t.text) ? tiles : null;
+})()"""

@@ -28,7 +28,8 @@ from .layout import FRAMES, LEDGER, PARTIAL, RAY, RESERVED
 # reconnects; --overwrite: every drive is written into a new folder): set to "not given" here;
 # a config file that sets show or view is refused.
 _LIVE_ONLY = {"source": None, "show": None, "view": None, "view_token": None,
-              "view_host": None, "reconnect_timeout": None, "overwrite": None}
+              "view_host": None, "reconnect_timeout": None, "overwrite": None,
+              "sources_file": None, "allow_missing": None, "deadline_ms": None}
 
 
 def add_arguments(p) -> None:

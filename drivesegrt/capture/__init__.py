@@ -46,9 +46,10 @@ __all__ = ["Source", "VideoFileSource", "ImageSource", "CaptureSource", "Synthet
 
 
 def open_source(spec: str, reconnect_timeout: float | None = None,
-                backoff: Backoff = Backoff()) -> Source:
+                backoff: Backoff = Backoff(), name: str | None = None) -> Source:
     """The Source named by ``spec`` (see the module docstring); errors name the spec.
-    reconnect_timeout/backoff: outage handling of cameras and streams (CaptureSource)."""
+    reconnect_timeout/backoff: outage handling of cameras and streams (CaptureSource); name:
+    the camera's, in its outage messages (several cameras)."""
     spec = str(spec).strip()
     if not spec:
         raise ValueError("empty --source")
@@ -57,7 +58,7 @@ def open_source(spec: str, reconnect_timeout: float | None = None,
     if spec.isdigit() or spec.startswith("/dev/video"):
         if spec.startswith("/dev/") and not Path(spec).exists():
             raise ValueError(f"camera {spec} does not open (no such device)")
-        return CaptureSource(spec, "camera", reconnect_timeout, backoff)
+        return CaptureSource(spec, "camera", reconnect_timeout, backoff, name)
     try:
         url = urlsplit(spec)
         url.port                              # parses host and port: "[::1", ":x" fail here
@@ -66,11 +67,11 @@ def open_source(spec: str, reconnect_timeout: float | None = None,
     scheme = url.scheme.lower()
     if "://" in spec:
         if scheme == "file":
-            return open_source(url.path, reconnect_timeout, backoff)
+            return open_source(url.path, reconnect_timeout, backoff, name)
         if scheme not in STREAM_SCHEMES:
             raise ValueError(f"unsupported stream scheme {scheme!r}; allowed: "
                              f"{', '.join(STREAM_SCHEMES)}")
-        return CaptureSource(spec, "stream", reconnect_timeout, backoff)
+        return CaptureSource(spec, "stream", reconnect_timeout, backoff, name)
     paths = image_paths(spec)
     if paths is not None:
         return ImageSource(spec, paths)

@@ -13,14 +13,15 @@ class CaptureSource(Source):
 
     It must open and deliver a first frame now (else ValueError: bad input). Later failures
     are outages: the :class:`Reconnector` reopens with ``backoff`` and ends the stream after
-    ``reconnect_timeout`` seconds away (None: keeps trying until the run is stopped)."""
+    ``reconnect_timeout`` seconds away (None: keeps trying until the run is stopped).
+    ``name``: the camera's name in a several-camera run (its outage messages carry it)."""
 
     live = True
     OPEN_TIMEOUT_MS = 10000
     READ_TIMEOUT_MS = 10000
 
     def __init__(self, spec: str, kind: str, reconnect_timeout: float | None = None,
-                 backoff: Backoff = Backoff()):
+                 backoff: Backoff = Backoff(), name: str | None = None):
         super().__init__(spec)
         self.kind = kind
         cap = self.open()
@@ -31,8 +32,9 @@ class CaptureSource(Source):
         self._first: np.ndarray | None = first
         self.size = (first.shape[1], first.shape[0])
         self.fps = _fps_or(cap.get(cv2.CAP_PROP_FPS))
-        self._stream = Reconnector(self.open, f"{self._what()} {spec}", reconnect_timeout,
-                                   backoff, cap=cap)
+        what = f"{self._what()} {spec}"
+        self._stream = Reconnector(self.open, f"{name}: {what}" if name else what,
+                                   reconnect_timeout, backoff, cap=cap)
 
     def _what(self) -> str:
         return "camera" if self.kind == "camera" else "stream"

@@ -5,6 +5,7 @@ The contract every segmenter keeps (this CPU one and ``infer.cuda.CudaSegmenter`
     labels = seg(frame)                 # (H, W) uint8 class ids at the frame's size
     job = seg.submit(frame)             # start one frame ...
     result = job.result()               # ... collect it (Segmented: labels, overlay, stages_ms)
+    jobs = seg.submit_batch(frames)     # several frames (any sizes), one engine call
 
 ``submit`` does the work that must happen in frame order on the engine's thread (CPU:
 preprocess + engine; CUDA: queue it on the device); ``result`` finishes it (CPU: the upsample
@@ -13,10 +14,15 @@ and argmax; CUDA: wait for the download). The pipeline calls ``submit`` on its i
 smoothing (``infer.temporal``) or confidence maps, ``result`` also smooths the class
 probabilities at model resolution (in frame order) and upsamples the top-class probability.
 Everything about the model (input size, mean/std, classes, palette, input/output format) comes
-from ``engine.spec.meta``; nothing is hard-coded here.
+from ``engine.spec.meta``; nothing is hard-coded here. ``submit_batch`` (several cameras) gives
+each frame the same result ``submit`` would: each is preprocessed to the model size on its own,
+the engine runs once on the stacked batch, and each job returns its frame to its own size.
+Results may be collected on several threads at once (one per camera): the postprocess buffers
+are per thread.
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -101,7 +107,9 @@ class Segmenter:
                           self.meta.ignore_index)
         lut, target = (None, source) if remap is None else remap_table(source, remap)
         self._labels = target
-        self._post = Postprocessor(filter_mode, lut)
+        self._lut = lut
+        self._filter_mode = filter_mode
+        self._local = threading.local()      # each collecting thread's Postprocessor
         if (temporal is not None or confidence) and self.meta.output == "labels":
             wanted = "temporal smoothing" if temporal is not None else "confidence maps"
             raise ValueError(f"{wanted} needs class scores, but this model ends in an argmax "
@@ -113,7 +121,35 @@ class Segmenter:
 
     @property
     def filter_mode(self) -> str:
-        return self._post.filter_mode
+        return self._filter_mode
+
+    def set_filter(self, mode: str) -> None:
+        """Upsample with ``mode`` from the next collected result on (the latency budget's
+        first step); ValueError naming it when it is not a filter mode."""
+        if mode not in FILTER_MODES:
+            raise ValueError(f"filter mode {mode!r}; allowed: {', '.join(FILTER_MODES)}")
+        self._filter_mode = mode
+
+    def set_input_size(self, input_size: tuple[int, int]) -> None:
+        """Run the model at ``input_size`` (H, W) from the next submit on; ValueError when the
+        model's graph takes only its fixed size."""
+        size = tuple(int(v) for v in input_size)
+        fixed = self.engine.spec.fixed_input_size
+        if fixed is not None and size != tuple(fixed):
+            raise ValueError(f"input size {size[0]}x{size[1]}: the model's graph takes a fixed "
+                             f"{fixed[0]}x{fixed[1]} input")
+        if len(size) != 2 or min(size) < 8:
+            raise ValueError(f"input size must be (height, width) >= 8, got {size}")
+        self.input_size = size
+        self.reset()                     # smoothing state is at the old model resolution
+
+    def _post(self, out, geom) -> np.ndarray:
+        try:
+            post = self._local.post
+        except AttributeError:           # this thread's first result
+            post = self._local.post = Postprocessor(self._filter_mode, self._lut)
+        post.filter_mode = self._filter_mode
+        return post(out, geom)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -148,6 +184,34 @@ class Segmenter:
             gray = low_res_gray(frame, geom, out.shape[-2:], self.resize)
         return _HostJob(self, (out[0], geom, gray, restart),
                         {"preprocess": (t1 - t0) * 1e3 + ms_since(t2), "infer": (t2 - t1) * 1e3})
+
+    def submit_batch(self, frames: list[np.ndarray]) -> list[Job]:
+        """Several (H_i, W_i, 3) uint8 BGR frames, one engine call on their (N, ...) batch;
+        one job per frame, in order, each collecting what ``submit(frame)`` would. Stage times:
+        each frame gets its own preprocess and the batch's whole infer time (what it waited)."""
+        if not frames:
+            return []
+        if self._smooth is not None:
+            raise ValueError("temporal smoothing follows one frame sequence; it cannot run on "
+                             "a batch of several cameras")
+        parts, geoms, pre_ms = [], [], []
+        for frame in frames:
+            t = now()
+            part, geom = preprocess(frame, self.input_size, self.meta.mean, self.meta.std,
+                                    self.resize, self.meta.input_format)
+            parts.append(part)
+            geoms.append(geom)
+            pre_ms.append(ms_since(t))
+        batch = np.concatenate(parts)                          # (N, ...) engine input
+        t1 = now()
+        out = self.engine.infer(batch)                         # (N, C, h, w) or (N, h, w)
+        t2 = now()
+        if len(out) != len(frames):
+            raise ValueError(f"engine returned {len(out)} results for a batch of {len(frames)}")
+        infer_ms = (t2 - t1) * 1e3
+        return [_HostJob(self, (out[i], geoms[i], None, False),
+                         {"preprocess": pre_ms[i], "infer": infer_ms})
+                for i in range(len(frames))]
 
     def reset(self) -> None:
         """The next submitted frame does not follow the previous one (a cut, a gap in the

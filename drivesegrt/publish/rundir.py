@@ -49,11 +49,11 @@ class RunDir:
         self._identity = (st.st_dev, st.st_ino)
 
     @classmethod
-    def claim(cls, path: Path, overwrite: bool = False) -> RunDir:
+    def claim(cls, path: Path, overwrite: bool = False, cameras: tuple[str, ...] = ()) -> RunDir:
         """Create ``path`` if needed, lock it for this run, make sure it holds no earlier
-        outputs (removing them with ``overwrite``) and reserve summary.json's space.
-        PermissionError when it cannot be written; ValueError when another run holds it or
-        it is not empty."""
+        outputs (removing them with ``overwrite``, also inside the ``cameras``' directories
+        of a several-camera run) and reserve summary.json's space. PermissionError when it
+        cannot be written; ValueError when another run holds it or it is not empty."""
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -63,14 +63,14 @@ class RunDir:
                                   f"({e.strerror or type(e).__name__})") from None
         try:
             rundir = cls(path, fd, stale)
-            rundir._make_fresh(overwrite)
+            rundir._make_fresh(overwrite, cameras)
             rundir._reserve()
         except BaseException:
             _unlock(path / LOCK, fd)
             raise
         return rundir
 
-    def _make_fresh(self, overwrite: bool) -> None:
+    def _make_fresh(self, overwrite: bool, cameras: tuple[str, ...] = ()) -> None:
         # A killed run leaves its lock and reservation behind: not outputs.
         present = sorted(p.name for p in self.path.iterdir()
                          if p.name not in (LOCK, _RESERVE_FILE))
@@ -81,8 +81,9 @@ class RunDir:
             raise ValueError(f"output directory {self.path} is not empty ({listed}); use "
                              f"--overwrite to replace a previous run's outputs, or another "
                              f"--output")
-        for name in OWNED:
-            _remove(self.path / name)
+        for folder in (self.path, *(self.path / c for c in cameras)):
+            for name in OWNED:
+                _remove(folder / name)
 
     def _reserve(self) -> None:
         try:

@@ -5,7 +5,8 @@
     MaskSink    masks/<stem>.png (image sources) or masks/<6-digit index>.png (video)
     ConfidenceSink  confidence/<same name>.png: top-class probability x 255
     WindowSink  a cv2 window when a display exists
-    JsonlSink   frames.jsonl, one object per published frame
+    JsonlSink   frames.jsonl, one object per published frame (and one per run event, e.g.
+                a latency-budget step: ``{"event": "deadline", ...}``)
 
 Encoding and file writes run on a per-sink worker thread (:class:`Worker`) behind a bounded
 queue, so the publish stage only hands frames over; the worker's time per frame is reported as
@@ -328,13 +329,16 @@ class WindowSink(Sink):
             return "OpenCV was built without GUI support (opencv-python-headless)"
         return None
 
+    def __init__(self, title: str = TITLE):
+        self.title = title                  # one window per camera when there are several
+
     def write(self, frame: Frame) -> None:
-        cv2.imshow(self.TITLE, frame.overlay)
+        cv2.imshow(self.title, frame.overlay)
         cv2.waitKey(1)
 
     def close(self) -> None:
         try:
-            cv2.destroyWindow(self.TITLE)
+            cv2.destroyWindow(self.title)
         except cv2.error:
             pass
 
@@ -350,9 +354,17 @@ class JsonlSink(Sink):
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._size = 0                          # bytes of whole lines written so far
+        self._lock = threading.Lock()           # frames (publish) and events (batch loop)
 
     def write(self, frame: Frame) -> None:
-        line = (json.dumps(frame.record()) + "\n").encode()
+        self.write_record(frame.record())
+
+    def write_record(self, record: dict) -> None:
+        """One JSON object as one line: a frame's, or an event of the run (``"event"`` key)."""
+        with self._lock:
+            self._write_line((json.dumps(record) + "\n").encode())
+
+    def _write_line(self, line: bytes) -> None:
         try:
             done = 0
             while done < len(line):             # a short write is not an error yet

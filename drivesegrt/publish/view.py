@@ -8,6 +8,10 @@
     /stream.mjpg  multipart/x-mixed-replace JPEG stream of the newest overlay
     /stats.json   the numbers behind the page
 
+Several cameras (``channel(name)``: one sink per camera, one server): the page is a grid of
+the cameras' overlays with a stats row each; ``/stream.mjpg?camera=NAME`` is one camera's
+stream and ``/stats.json`` has a ``cameras`` mapping of each camera's numbers.
+
 The view must never slow the pipeline: ``write`` only keeps a reference to the newest overlay
 (no copy, no encode). A separate encoder thread JPEG-encodes the newest frame at most
 ``max_fps`` times a second and only while a client watches; every client thread sends the
@@ -67,36 +71,17 @@ def parse_address(address: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", port
 
 
-class ViewSink(Sink):
-    """Serves the live overlay and stats over HTTP (see the module docstring).
+class _Feed:
+    """One camera's newest overlay, its JPEG and its recent stats. ``write`` only keeps a
+    reference; the feed's encoder thread makes JPEGs (at most ``max_fps``, only while a client
+    watches)."""
 
-    address: where to listen. counters: optional callable returning the run's live counters
-    (``frames_in``, ``frames_dropped``, ``frames_failed``, ``reconnects``, ...), merged into
-    /stats.json; set later with :meth:`set_counters` when the pipeline exists after the sinks.
-    token: required on every request when set. hosts: more names allowed in the Host header.
-    request_timeout: seconds for a request's line and headers (and for each read).
-    max_connections: connections served at once; more are answered 503.
-    """
-
-    name = "view"
-
-    def __init__(self, address: str = "http://127.0.0.1:8080", max_fps: float = 15.0,
-                 quality: int = 80, counters: Callable[[], dict] | None = None,
-                 token: str | None = None, hosts=(), request_timeout: float = 10.0,
-                 max_connections: int = 16):
-        host, port = parse_address(address)
-        if max_fps <= 0 or not 1 <= quality <= 100:
-            raise ValueError(f"view: need max_fps > 0 and quality 1..100, got {max_fps}, {quality}")
-        if token is not None and not token:
-            raise ValueError("--view-token must not be empty")
-        self.max_fps, self.quality = float(max_fps), int(quality)
-        self.token = token
-        self.request_timeout = float(request_timeout)
-        self.allowed_hosts = {_host_name(h) for h in (*LOOPBACK_NAMES, host, *hosts)}
-        self._deadlines: dict[socket.socket, float] = {}
-        self._counters = counters
+    def __init__(self, max_fps: float, quality: int, closed: threading.Event,
+                 counters: Callable[[], dict] | None = None):
+        self.max_fps, self.quality = max_fps, quality
+        self.counters = counters
+        self._closed = closed
         self._lock = threading.Condition()
-        self._closed = threading.Event()
         self._wake = threading.Event()
         self._latest: tuple[int, np.ndarray] | None = None    # (frame index, overlay), by ref
         self._jpeg: bytes | None = None
@@ -110,30 +95,8 @@ class ViewSink(Sink):
         self._ages: deque = deque(maxlen=30)
         self._frames_out = 0
         self._size = (0, 0)
-        self._t_start = now()
-        try:
-            self._server = _CappedServer((host, port), _handler_for(self), max_connections)
-        except OSError as e:
-            raise ValueError(f"--view: cannot listen on {host}:{port} "
-                             f"({e.strerror or e})") from None
-        self.host, self.port = host, self._server.server_address[1]
-        self.url = f"http://{host}:{self.port}/"
-        bound = ipaddress.ip_address(self._server.server_address[0])
-        self.exposure_warning = None if bound.is_loopback else (
-            f"the live view listens on {host}:{self.port}, reachable from the network over "
-            f"plain HTTP: " + ("anyone who can reach it sees the camera; set --view-token"
-                               if token is None else "the token travels unencrypted"))
-        self._threads = [threading.Thread(target=self._server.serve_forever, name="view-http",
-                                          kwargs={"poll_interval": 0.2}, daemon=True),
-                         threading.Thread(target=self._encode_loop, name="view-encode",
-                                          daemon=True),
-                         threading.Thread(target=self._watchdog, name="view-watchdog",
-                                          daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def set_counters(self, counters: Callable[[], dict]) -> None:
-        self._counters = counters
+        self.thread = threading.Thread(target=self._encode_loop, name="view-encode",
+                                       daemon=True)
 
     # -- the publish thread's side: keep a reference, nothing else --------------------------
     def write(self, frame: Frame) -> None:
@@ -182,10 +145,6 @@ class ViewSink(Sink):
                 return None, after_seq
             return self._jpeg, self._jpeg_seq
 
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
-
     def client_joined(self) -> None:
         with self._lock:
             self._clients += 1
@@ -195,6 +154,147 @@ class ViewSink(Sink):
     def client_left(self) -> None:
         with self._lock:
             self._clients -= 1
+
+    @property
+    def viewers(self) -> int:
+        return self._clients
+
+    def stats(self) -> dict:
+        """Rates and recent per-stage medians, plus the pipeline's counters."""
+        with self._lock:
+            stages = {k: round(float(np.median(v)), 2) for k, v in self._stages.items() if v}
+            ages = list(self._ages)
+            stalled = now() - self._t_last > 2.0        # e.g. during a stream outage
+            out = {"frames_out": self._frames_out, "fps": 0.0 if stalled else round(self._fps, 2),
+                   "width": self._size[0], "height": self._size[1],
+                   "stages_ms": stages,
+                   "frame_age_ms": round(float(np.median(ages)), 1) if ages else None,
+                   "viewers": self._clients, "jpegs_encoded": self.jpegs_encoded}
+        if self.counters is not None:
+            out.update(self.counters())
+        return out
+
+    def wake(self) -> None:
+        self._wake.set()
+        with self._lock:
+            self._lock.notify_all()
+
+
+class ViewChannel(Sink):
+    """One camera of a several-camera view: the sink its lane writes to (``ViewSink.channel``).
+    Closing it does nothing; the run closes the view."""
+
+    name = "view"
+
+    def __init__(self, view: "ViewSink", feed: _Feed, camera: str):
+        self._view, self._feed, self.camera = view, feed, camera
+
+    def write(self, frame: Frame) -> None:
+        self._feed.write(frame)
+
+    def set_counters(self, counters: Callable[[], dict]) -> None:
+        self._feed.counters = counters
+
+    def describe(self) -> dict:
+        return {"path": None, "url": f"{self._view.url}stream.mjpg?camera={self.camera}",
+                "jpegs_encoded": self._feed.jpegs_encoded}
+
+
+class ViewSink(Sink):
+    """Serves the live overlay and stats over HTTP (see the module docstring).
+
+    address: where to listen. counters: optional callable returning the run's live counters
+    (``frames_in``, ``frames_dropped``, ``frames_failed``, ``reconnects``, ...), merged into
+    /stats.json; set later with :meth:`set_counters` when the pipeline exists after the sinks.
+    token: required on every request when set. hosts: more names allowed in the Host header.
+    request_timeout: seconds for a request's line and headers (and for each read).
+    max_connections: connections served at once; more are answered 503. Several cameras:
+    ``channel(name)`` per camera instead of writing to this sink.
+    """
+
+    name = "view"
+
+    def __init__(self, address: str = "http://127.0.0.1:8080", max_fps: float = 15.0,
+                 quality: int = 80, counters: Callable[[], dict] | None = None,
+                 token: str | None = None, hosts=(), request_timeout: float = 10.0,
+                 max_connections: int = 16):
+        host, port = parse_address(address)
+        if max_fps <= 0 or not 1 <= quality <= 100:
+            raise ValueError(f"view: need max_fps > 0 and quality 1..100, got {max_fps}, {quality}")
+        if token is not None and not token:
+            raise ValueError("--view-token must not be empty")
+        self.max_fps, self.quality = float(max_fps), int(quality)
+        self.token = token
+        self.request_timeout = float(request_timeout)
+        self.allowed_hosts = {_host_name(h) for h in (*LOOPBACK_NAMES, host, *hosts)}
+        self._deadlines: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._feed = _Feed(self.max_fps, self.quality, self._closed, counters)
+        self._channels: dict[str, _Feed] = {}
+        self._t_start = now()
+        try:
+            self._server = _CappedServer((host, port), _handler_for(self), max_connections)
+        except OSError as e:
+            raise ValueError(f"--view: cannot listen on {host}:{port} "
+                             f"({e.strerror or e})") from None
+        self.host, self.port = host, self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}/"
+        bound = ipaddress.ip_address(self._server.server_address[0])
+        self.exposure_warning = None if bound.is_loopback else (
+            f"the live view listens on {host}:{self.port}, reachable from the network over "
+            f"plain HTTP: " + ("anyone who can reach it sees the camera; set --view-token"
+                               if token is None else "the token travels unencrypted"))
+        self._threads = [threading.Thread(target=self._server.serve_forever, name="view-http",
+                                          kwargs={"poll_interval": 0.2}, daemon=True),
+                         self._feed.thread,
+                         threading.Thread(target=self._watchdog, name="view-watchdog",
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def set_counters(self, counters: Callable[[], dict]) -> None:
+        self._feed.counters = counters
+
+    def channel(self, camera: str) -> ViewChannel:
+        """The sink of camera ``camera`` (made on first use): its tile in the page's grid."""
+        with self._lock:
+            feed = self._channels.get(camera)
+            if feed is None:
+                feed = self._channels[camera] = _Feed(self.max_fps, self.quality, self._closed)
+                self._threads.append(feed.thread)
+                feed.thread.start()
+        return ViewChannel(self, feed, camera)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self._channels)
+
+    def feed(self, camera: str | None) -> _Feed | None:
+        """The feed a request asks for: a camera's, or (None) the one-camera feed."""
+        if camera is None:
+            return self._feed if not self._channels else None
+        return self._channels.get(camera)
+
+    @property
+    def jpegs_encoded(self) -> int:
+        return self._feed.jpegs_encoded + sum(f.jpegs_encoded for f in self._channels.values())
+
+    @property
+    def clients_served(self) -> int:
+        return self._feed.clients_served + sum(f.clients_served for f in self._channels.values())
+
+    # -- the publish thread's side: keep a reference, nothing else --------------------------
+    def write(self, frame: Frame) -> None:
+        self._feed.write(frame)
+
+    def next_jpeg(self, after_seq: int, timeout: float = 1.0) -> tuple[bytes | None, int]:
+        """The one-camera feed's newest JPEG newer than ``after_seq`` (see _Feed)."""
+        return self._feed.next_jpeg(after_seq, timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     # -- requests: who may ask, and how long they may take -----------------------------------
     def host_allowed(self, header: str | None) -> bool:
@@ -243,29 +343,22 @@ class ViewSink(Sink):
 
     # -- stats -------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """/stats.json: rates and recent per-stage medians, plus the pipeline's counters."""
-        with self._lock:
-            stages = {k: round(float(np.median(v)), 2) for k, v in self._stages.items() if v}
-            ages = list(self._ages)
-            stalled = now() - self._t_last > 2.0        # e.g. during a stream outage
-            out = {"frames_out": self._frames_out, "fps": 0.0 if stalled else round(self._fps, 2),
-                   "width": self._size[0], "height": self._size[1],
-                   "stages_ms": stages,
-                   "frame_age_ms": round(float(np.median(ages)), 1) if ages else None,
-                   "viewers": self._clients, "jpegs_encoded": self.jpegs_encoded,
-                   "uptime_s": round(now() - self._t_start, 1)}
-        if self._counters is not None:
-            out.update(self._counters())
-        return out
+        """/stats.json: one camera's rates, per-stage medians and counters, or (several) a
+        ``cameras`` mapping of those."""
+        common = {"uptime_s": round(now() - self._t_start, 1)}
+        if not self._channels:
+            return {**self._feed.stats(), **common}
+        cameras = {name: feed.stats() for name, feed in list(self._channels.items())}
+        return {"cameras": cameras, "viewers": sum(c["viewers"] for c in cameras.values()),
+                **common}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._wake.set()
-        with self._lock:
-            self._lock.notify_all()
+        for feed in (self._feed, *self._channels.values()):
+            feed.wake()
         self._server.shutdown()
         self._server.server_close()
         for t in self._threads:
@@ -369,11 +462,18 @@ def _handler_for(view: ViewSink):
                 return
             path = url.path
             if path in ("/", "/index.html"):
-                self._send(PAGE.encode(), "text/html; charset=utf-8")
+                page = GRID_PAGE if view.cameras else PAGE
+                self._send(page.encode(), "text/html; charset=utf-8")
             elif path == "/stats.json":
                 self._send(json.dumps(view.stats()).encode(), "application/json")
             elif path == "/stream.mjpg":
-                self._stream()
+                camera = parse_qs(url.query).get("camera", [None])[-1]
+                feed = view.feed(camera)
+                if feed is None:
+                    self.send_error(HTTPStatus.NOT_FOUND, "no such camera",
+                                    f"cameras: {', '.join(view.cameras)}")
+                    return
+                self._stream(feed)
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
 
@@ -385,7 +485,7 @@ def _handler_for(view: ViewSink):
             self.end_headers()
             self.wfile.write(body)
 
-        def _stream(self) -> None:
+        def _stream(self, feed: _Feed) -> None:
             self.close_connection = True
             self.connection.settimeout(10)       # a stalled browser frees its thread
             self.send_response(HTTPStatus.OK)
@@ -393,11 +493,11 @@ def _handler_for(view: ViewSink):
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
-            view.client_joined()
+            feed.client_joined()
             try:
                 seq = 0
                 while not view.closed:
-                    jpeg, seq = view.next_jpeg(seq)
+                    jpeg, seq = feed.next_jpeg(seq)
                     if jpeg is None:
                         continue
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
@@ -408,10 +508,26 @@ def _handler_for(view: ViewSink):
             except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
                 pass                               # the browser went away
             finally:
-                view.client_left()
+                feed.client_left()
 
     return Handler
 
+
+# Both pages end alike: fetch /stats.json once a second (the page's ?token=... along) and
+# hand it to the page's own render(s).
+_POLL = """async function refresh() {
+  try {
+    const r = await fetch("/stats.json" + location.search, {cache: "no-store"});
+    render(await r.json());
+    document.getElementById("status").textContent = "live";
+  } catch (e) {
+    document.getElementById("status").textContent = "disconnected";
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script></body></html>
+"""
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>drivesegrt live</title>
@@ -441,20 +557,54 @@ function row(name, value) {
 }
 // The page's own query (?token=...) goes along with every request it makes.
 document.getElementById("live").src = "/stream.mjpg" + location.search;
-async function refresh() {
-  try {
-    const r = await fetch("/stats.json" + location.search, {cache: "no-store"});
-    const s = await r.json();
-    let html = ROWS.map(([k, label]) => row(label, s[k])).join("");
-    for (const [stage, ms] of Object.entries(s.stages_ms || {}))
-      html += row(stage + " ms", ms.toFixed(1));
-    document.querySelector("#stats tbody").innerHTML = html;
-    document.getElementById("status").textContent = "live";
-  } catch (e) {
-    document.getElementById("status").textContent = "disconnected";
+function render(s) {
+  let html = ROWS.map(([k, label]) => row(label, s[k])).join("");
+  for (const [stage, ms] of Object.entries(s.stages_ms || {}))
+    html += row(stage + " ms", ms.toFixed(1));
+  document.querySelector("#stats tbody").innerHTML = html;
+}
+""" + _POLL
+
+GRID_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>drivesegrt live: cameras</title>
+<style>
+ body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif; }
+ h1 { font-size: 16px; margin: 12px 12px 0; }
+ #status { color: #8c8; }
+ #grid { display: grid; gap: 12px; padding: 12px;
+         grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); align-items: start; }
+ figure { margin: 0; background: #181818; border: 1px solid #333; }
+ figure img { width: 100%; height: auto; display: block; background: #000; }
+ figcaption { padding: 4px 8px; font-variant-numeric: tabular-nums; }
+ figcaption b { color: #fff; margin-right: 8px; }
+ figcaption span { margin-right: 10px; }
+</style></head>
+<body><h1>drivesegrt live <span id="status">connecting</span></h1>
+<div id="grid"></div>
+<script>
+const STATS = [["fps", "FPS"], ["frames_out", "published"], ["frames_dropped", "dropped"],
+               ["frames_failed", "failed"], ["reconnects", "reconnects"],
+               ["frame_age_ms", "age ms"]];
+const tiles = {};
+function tile(name) {
+  if (tiles[name]) return tiles[name];
+  const fig = document.createElement("figure");
+  fig.id = "cam-" + name;
+  const img = document.createElement("img");
+  img.alt = name;
+  const q = new URLSearchParams(location.search);      // the page's ?token=... goes along
+  q.set("camera", name);
+  img.src = "/stream.mjpg?" + q.toString();
+  const cap = document.createElement("figcaption");
+  fig.append(img, cap);
+  document.getElementById("grid").append(fig);
+  return tiles[name] = cap;
+}
+function render(s) {
+  for (const [name, c] of Object.entries(s.cameras || {})) {
+    tile(name).innerHTML = "<b>" + name + "</b>" + STATS.map(([k, label]) =>
+      "<span>" + label + " " + (c[k] === undefined || c[k] === null ? "-" : c[k]) +
+      "</span>").join("");
   }
 }
-refresh();
-setInterval(refresh, 1000);
-</script></body></html>
-"""
+""" + _POLL

@@ -102,7 +102,7 @@ class CudaSegmenter(Segmenter):
         self.slots = int(slots)
         self._pre = DevicePreprocessor(self.input_size, self.meta.mean, self.meta.std, resize,
                                        self.meta.input_format)
-        self._dpost = DevicePostprocessor(filter_mode, self._post.lut, chunk_bytes)
+        self._dpost = DevicePostprocessor(filter_mode, self._lut, chunk_bytes)
         self._doverlay = None if overlay_alpha is None else DeviceOverlay(self.palette,
                                                                           overlay_alpha)
         self._uploader = FrameUploader(self.device, self.slots)
