@@ -307,3 +307,26 @@ def test_bad_options_and_files_are_clear_errors(weights_dir, tmp_path):
         load_cityscapes_weights(ESPNetv2(20, s=1.0), _checkpoint(weights_dir, 0.5))
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_cityscapes_weights(ESPNetv2(20, s=1.0), tmp_path / "nope.pth")
+
+
+def test_dynamic_size_export_is_refused_and_bench_exports_one_file_per_size(small, tmp_path):
+    from drivesegrt.bench.engines import Artifacts
+    from drivesegrt.models.checkpoint import save_checkpoint
+
+    meta = ModelMeta.for_label_set("espnetv2", CITYSCAPES19, input_size=(96, 128),
+                                   arch_kwargs={"s": 0.5, "pyramid_channels": 10})
+    with pytest.raises(ValueError) as e:
+        export_onnx(small, meta, tmp_path / "dyn.onnx", dynamic_hw=True)
+    assert str(e.value) == ("espnetv2 exports at a fixed input size (its graph holds sizes "
+                            "computed from it): export without dynamic H/W, one file per size")
+    ckpt = tmp_path / "espnetv2.pt"
+    save_checkpoint(ckpt, small, meta)
+    art = Artifacts(str(ckpt), tmp_path / "art", None)
+    for hw in ((96, 128), (128, 256)):
+        sess = ort.InferenceSession(str(art.onnx(hw=hw)), providers=["CPUExecutionProvider"])
+        x = torch.randn(1, 3, *hw)
+        with torch.no_grad():
+            ref = small(x).numpy()
+        got = sess.run(None, {"input": x.numpy()})[0]
+        assert got.shape == ref.shape and (got.argmax(1) == ref.argmax(1)).mean() > 0.999
+    assert art.onnx(hw=(96, 128)) != art.onnx(hw=(128, 256))

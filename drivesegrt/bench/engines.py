@@ -10,6 +10,7 @@ is installed.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -43,32 +44,45 @@ class Artifacts:
         self.calib_data = calib_data
         self._onnx: dict[str, Path] = {}
         self._int8: dict[str, Path] = {}
+        self._model = None                   # (module, meta), loaded on first use
 
-    def onnx(self, uint8_input: bool = False) -> Path:
-        """fp32 export of the checkpoint: float NCHW input with dynamic H/W (engine-only rows),
-        or with normalization in the graph at the model's input size (``uint8_input``, what
-        the end-to-end onnxruntime run uses, like the bundled model)."""
-        key = "u8" if uint8_input else "float"
+    def onnx(self, uint8_input: bool = False, hw: tuple[int, int] | None = None) -> Path:
+        """fp32 export of the checkpoint: float NCHW input with dynamic H/W (engine-only rows;
+        a model that exports at a fixed size, ``models.FIXED_SIZE_EXPORT``, gets one file per
+        ``hw``), or with normalization in the graph at the model's input size
+        (``uint8_input``, what the end-to-end runs use, like the bundled model)."""
+        from ..deploy.export import export_onnx
+        from ..models import FIXED_SIZE_EXPORT
+        from ..models.checkpoint import load_model
+
+        if self._model is None:
+            self._model = load_model(self.checkpoint)
+        model, meta = self._model
+        per_size = not uint8_input and hw is not None and meta.arch in FIXED_SIZE_EXPORT
+        key = ("u8" if uint8_input else "float") + (f".{hw[0]}x{hw[1]}" if per_size else "")
         if key not in self._onnx:
-            from ..deploy.export import export_onnx
-            from ..models.checkpoint import load_model
-
-            model, meta = load_model(self.checkpoint)
             path = self.workdir / f"model.{key}.onnx"
-            export_onnx(model, meta, path, dynamic_hw=not uint8_input, uint8_input=uint8_input)
+            if per_size:
+                export_onnx(model, dataclasses.replace(meta, input_size=tuple(hw)), path)
+            else:
+                export_onnx(model, meta, path, dynamic_hw=not uint8_input,
+                            uint8_input=uint8_input)
             self._onnx[key] = path
         return self._onnx[key]
 
-    def int8(self, activations: str = "int8", narrow_float: int | None = None) -> Path:
+    def int8(self, activations: str = "int8", narrow_float: int | None = None,
+             hw: tuple[int, int] | None = None) -> Path:
         """``calibrate --activations A [--narrow-float N]`` of the fp32 export (16 images)."""
-        key = activations if narrow_float is None else f"{activations}-narrow{narrow_float}"
+        fp32 = self.onnx(hw=hw)
+        key = (f"{activations}{'' if narrow_float is None else f'-narrow{narrow_float}'}"
+               f"{fp32.stem.removeprefix('model.float')}")
         if key not in self._int8:
             if not self.calib_data:
                 raise Unavailable("no calibration data (--calib-data)")
             from ..deploy.quantize import calibration_images, quantize_int8
 
             path = self.workdir / f"model.{key}.onnx"
-            quantize_int8(self.onnx(), path, calibration_images(self.calib_data, num_images=16),
+            quantize_int8(fp32, path, calibration_images(self.calib_data, num_images=16),
                           activations=activations, narrow_float=narrow_float)
             self._int8[key] = path
         return self._int8[key]
@@ -84,20 +98,20 @@ def make_runner(runtime: str, art: Artifacts, hw: tuple[int, int], batch: int, t
     h, w = hw
     x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
     if runtime == "opencv-dnn":
-        return _opencv_runner(art.onnx(), x)
+        return _opencv_runner(art.onnx(hw=hw), x)
     backend = runtime.split("-")[0]          # onnxruntime-int8 -> onnxruntime
     options = engine_options(backend, "cpu", threads)
     if runtime in ("torch", "torch-compile"):
         path = art.checkpoint
         options["compile"] = runtime == "torch-compile"
     elif runtime == "tensorrt":
-        path = art.onnx()
+        path = art.onnx(hw=hw)
     else:
         precision = runtime.partition("-")[2]
         # uint8 for OpenVINO quantizes every convolution: its int8 kernels are fast on narrow
         # layers too, where ORT's are not (ORT's recipe keeps those in fp32)
         narrow = 0 if runtime == "openvino-uint8" else None
-        path = art.int8(precision, narrow) if precision else art.onnx()
+        path = art.int8(precision, narrow, hw) if precision else art.onnx(hw=hw)
     if backend == "tensorrt":
         return _tensorrt_runner(path, x)
     try:

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..meta import ModelMeta
+from ..models import FIXED_SIZE_EXPORT
 from .onnx_meta import write_meta
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -153,6 +154,9 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, uint8_inp
         raise ValueError(f"opset {opset} too old; drivesegrt exports opset >= {MIN_OPSET}")
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; allowed: {', '.join(EXPORTERS)}")
+    if dynamic_hw and meta.arch in FIXED_SIZE_EXPORT:
+        raise ValueError(f"{meta.arch} exports at a fixed input size (its graph holds sizes "
+                         f"computed from it): export without dynamic H/W, one file per size")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu").eval()

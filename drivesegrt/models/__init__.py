@@ -21,6 +21,11 @@ MODELS = {
     "espnetv2": "drivesegrt.models.espnetv2:ESPNetv2",
 }
 
+# Models whose ONNX graph is specialised to the input size it was exported at: their layers
+# compute sizes in Python (ESPNetv2's pyramid pooling), which the exporter writes as constants.
+# They export one file per input size, never with dynamic H/W.
+FIXED_SIZE_EXPORT = frozenset({"espnetv2"})
+
 
 def available_models() -> list[str]:
     return list(MODELS)
