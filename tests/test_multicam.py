@@ -249,7 +249,11 @@ def test_recorded_cameras_of_different_lengths_lose_nothing(tmp_path, model, one
         assert (c["frames_in"], c["frames_out"], c["frames_dropped"]) == (n, n, 0)
         assert [rec["index"] for rec in read_jsonl(out / name / "frames.jsonl")] == list(range(n))
         assert video_info(out / name / "overlay.mp4") == (n, *size)
-    assert s["batch"]["calls"] == 30 and s["batch"]["max_size"] == 2
+    # one engine call per tick with the frames ready then: at least one per frame of the longer
+    # camera, at most one per frame, and every frame in exactly one call
+    b = s["batch"]
+    assert 30 <= b["calls"] <= 42 and b["max_size"] <= 2
+    assert abs(b["calls"] * b["mean_size"] - 42) < 0.5
     # Overwrite: the cameras' directories are cleared like the run directory itself.
     r = run_cli(*run_args(model, one_thread_config, "a=synthetic:?w=160&h=120&frames=3", out,
                           "--source", "b=synthetic:?w=96&h=64&frames=2", "--overwrite"))
