@@ -16,16 +16,23 @@ must be empty unless ``--overwrite`` (publish/rundir.py).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
+from .assemble import (
+    load_segmenter,
+    make_continuity,
+    make_figures,
+    make_sinks,
+    model_info,
+    output_dir,
+    write_summary,
+)
 from .config import RunConfig, choices, load_dataclass, to_dict
-from .infer.pick import AUTO_BACKEND
+from .run_cameras import deadline_line, execute_cameras, print_cameras
 
 
 def add_arguments(p) -> None:
@@ -177,135 +184,6 @@ def _sources(texts, sources_file) -> tuple[str | None, list[dict] | None]:
     # One camera keeps today's layout (DIR/overlay.mp4); its name only needs to be dropped,
     # unless the whole text is a file that exists.
     return (texts[0] if name is None or Path(texts[0]).exists() else uri), None
-
-
-def output_dir(output: str | None) -> Path:
-    """The run directory: ``output``, or a new runs/<timestamp>[-N]/."""
-    if output:
-        return Path(output)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path("runs") / stamp
-    n = 1
-    while out.exists():
-        out = Path("runs") / f"{stamp}-{n}"
-        n += 1
-    return out
-
-
-def load_segmenter(cfg: RunConfig):
-    """The run's Segmenter (warmed up) and the model file it loaded."""
-    from .infer.build import load_segmenter as load
-    from .infer.build import model_path
-
-    m = cfg.model
-    backend, path = m.backend, m.path or None
-    if backend == AUTO_BACKEND:
-        backend, path = choose_backend(cfg)
-    seg = load(path, backend, m.device, filter_mode=cfg.postprocess.filter,
-               resize=cfg.preprocess.resize, remap=cfg.postprocess.remap,
-               input_size=m.input_size, overlay_alpha=cfg.overlay.alpha, threads=m.threads,
-               fp16=m.fp16, cuda_graphs=m.cuda_graphs, temporal=cfg.temporal.smoothing,
-               scene_cut=cfg.temporal.scene_cut, confidence=cfg.confidence.wanted)
-    return seg, model_path(path, backend)
-
-
-def choose_backend(cfg: RunConfig) -> tuple[str, str]:
-    """``--backend auto``: (backend, model file) measured fastest among those that agree with
-    ONNX Runtime on the model (infer/pick.py), on the source's first frames when it is a file;
-    what was tried and chosen goes to stderr."""
-    from .infer.build import model_path
-    from .infer.pick import pick, sample_frames
-
-    if cfg.model.device != "cpu":
-        raise ValueError(f"--backend auto chooses among CPU runtimes; name the backend for "
-                         f"device {cfg.model.device!r}")
-    choice, tried = pick(model_path(cfg.model.path or None, "onnxruntime"),
-                         sample_frames(cfg.source), cfg.model.threads)
-    for c in tried:
-        print(f"drivesegrt: backend auto: {c.describe()}", file=sys.stderr)
-    print(f"drivesegrt: backend auto: chose {choice.backend} {choice.path}", file=sys.stderr)
-    return choice.backend, str(choice.path)
-
-
-def model_info(seg, model_path) -> dict:
-    """summary.json's ``model``: the file, runtime, input size, classes, filter."""
-    return {"path": str(model_path), "backend": seg.engine.spec.backend,
-            "device": seg.engine.spec.device, "arch": seg.meta.arch,
-            "precision": seg.engine.spec.precision, "input_size": list(seg.input_size),
-            "classes": list(seg.class_names), "filter": seg.filter_mode, "resize": seg.resize,
-            "temporal": None if seg.temporal is None else str(seg.temporal)}
-
-
-def make_view(cfg: RunConfig):
-    """The run's live view (``sinks.view``), its address (and any exposure warning) printed."""
-    from .publish.view import ViewSink
-
-    view = ViewSink(cfg.sinks.view, cfg.sinks.view_fps, token=cfg.sinks.view_token,
-                    hosts=cfg.sinks.view_hosts)
-    print(f"drivesegrt: live view at {view.url}"
-          + (" (token required)" if cfg.sinks.view_token else ""), file=sys.stderr, flush=True)
-    if view.exposure_warning:
-        print(f"drivesegrt: warning: {view.exposure_warning}", file=sys.stderr, flush=True)
-    return view
-
-
-def make_sinks(cfg: RunConfig, out: Path, source, camera: str | None = None):
-    """The run's sinks into ``out`` for ``source`` and its frames.jsonl sink (None if off);
-    ``camera``: its name when one of several (names its window)."""
-    from .publish.sinks import (
-        ConfidenceSink,
-        ImageSink,
-        JsonlSink,
-        MaskSink,
-        VideoSink,
-        WindowSink,
-    )
-
-    sinks = []
-    if cfg.sinks.view:        # first: a busy port fails before any writer process starts
-        sinks.append(make_view(cfg))
-    depth = cfg.pipeline.writer_queue
-    if source.kind == "images":
-        if cfg.sinks.images:
-            sinks.append(ImageSink(out / "overlays", depth))
-    elif cfg.sinks.video:
-        sinks.append(VideoSink(out / "overlay.mp4", source.size, source.fps,
-                               cfg.sinks.video_codec, cfg.sinks.video_preset,
-                               cfg.sinks.video_crf, depth))
-    if cfg.sinks.masks:
-        sinks.append(MaskSink(out / "masks", depth))
-    if cfg.confidence.save:
-        sinks.append(ConfidenceSink(out / "confidence", depth))
-    if cfg.sinks.show:
-        reason = WindowSink.unavailable_reason()
-        if reason:
-            print(f"drivesegrt: warning: --show ignored: {reason}", file=sys.stderr)
-        else:
-            sinks.append(WindowSink(f"{WindowSink.TITLE}: {camera}" if camera else
-                                    WindowSink.TITLE))
-    jsonl = JsonlSink(out / "frames.jsonl") if cfg.sinks.jsonl else None
-    return sinks, jsonl
-
-
-def make_figures(cfg: RunConfig, seg):
-    """The run's DrivingFigures, or None when no figure is asked for."""
-    from .publish.driving import DrivingFigures
-
-    f = cfg.figures
-    if not (f.wanted or cfg.confidence.wanted):
-        return None
-    return DrivingFigures(seg.class_names, f.coverage, f.drivable, f.drivable_classes,
-                          f.center_band, f.polygon_tolerance, f.regions(),
-                          cfg.confidence.low_threshold, cfg.overlay.draw_drivable)
-
-
-def make_continuity(cfg: RunConfig, seg, source):
-    """Where the source has gaps, for ``seg``'s temporal smoothing (None without it)."""
-    from .infer.temporal import Continuity
-
-    if seg.temporal is None:
-        return None
-    return Continuity(source.fps, cfg.temporal.max_gap_s)
 
 
 class _SignalStop:
@@ -492,20 +370,6 @@ def execute(cfg: RunConfig, progress: bool = True, signals: _SignalStop | None =
     return summary, 130 if signals.signum is not None else 0
 
 
-def write_summary(rundir, summary: dict, error: BaseException | None):
-    """summary.json into ``rundir`` (unless it is gone); the run's error afterwards: ``error``,
-    or an OutputError when even summary.json cannot be written (then in ``summary`` too)."""
-    from .publish.sinks import OutputError
-
-    if not rundir.gone():
-        try:
-            rundir.write_summary(summary)
-        except OSError as e:
-            error = error or OutputError(f"cannot write {e.filename}: {e.strerror or e}")
-            summary["error"] = str(error)
-    return error
-
-
 def _ticker(bar):
     """The pipeline's per-frame callback for ``bar`` (None: no bar): one step per frame."""
     return None if bar is None else (lambda _frame: bar.update(1))
@@ -522,12 +386,6 @@ def _progress(source, max_frames):
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
     return tqdm(total=total, unit="frame", desc="drivesegrt run", disable=None, leave=False)
-
-
-def deadline_line(d: dict) -> str:
-    """The summary table's line about the latency budget (summary.json ``deadline``)."""
-    return (f"deadline {d['ms']:g} ms: {d['degrades']} degrade, {d['restores']} restore "
-            f"step(s); in force at the end: {', '.join(d['steps_in_force_end']) or 'none'}")
 
 
 def print_summary(s: dict) -> None:
@@ -558,172 +416,3 @@ def print_summary(s: dict) -> None:
     print(f"output   summary: {Path(s['output_dir']) / 'summary.json'}")
 
 
-# --------------------------------------------------------------- several cameras
-def check_supported(cfg: RunConfig, several: bool) -> None:
-    """What a batched run cannot do, as one line naming the option."""
-    what = "several cameras" if several else "--deadline-ms"
-    if cfg.model.device != "cpu":
-        raise ValueError(f"{what}: batched inference runs on the CPU segmenter; --device "
-                         f"{cfg.model.device} takes one --source without --deadline-ms")
-    if cfg.temporal.smoothing != "none":
-        raise ValueError(f"{what}: --temporal {cfg.temporal.smoothing} follows one frame "
-                         f"sequence and cannot run on batches; use --temporal none")
-
-
-def open_cameras(cfg: RunConfig, cameras: list, several: bool = True) -> tuple[dict, dict]:
-    """({name: Source} of the cameras that opened, {name: why not} of those left out). A camera
-    that does not open is bad input (the error names it) unless it may be missing."""
-    from .capture import open_source
-    from .capture.reconnect import Backoff
-
-    sources, missing = {}, {}
-    try:
-        for cam in cameras:
-            timeout = (cam.reconnect_timeout if cam.reconnect_timeout is not None
-                       else cfg.stream.reconnect_timeout)
-            try:
-                sources[cam.name] = open_source(cam.uri, timeout,
-                                                Backoff(cfg.stream.backoff_initial,
-                                                        cfg.stream.backoff_max),
-                                                cam.name if several else None)
-            except (ValueError, OSError) as e:
-                why = (str(e).splitlines() or [type(e).__name__])[0]
-                if cfg.allow_missing or not cam.required:
-                    missing[cam.name] = why
-                    print(f"drivesegrt: warning: camera {cam.name}: {why}; running without it",
-                          file=sys.stderr, flush=True)
-                    continue
-                raise ValueError(f"camera {cam.name}: {why} (--allow-missing runs without "
-                                 f"it)") from None
-        if not sources:
-            why = "; ".join(f"{k}: {v}" for k, v in missing.items())
-            raise ValueError(f"no camera opened ({why})")
-    except BaseException:
-        for source in sources.values():
-            source.close()
-        raise
-    return sources, missing
-
-
-def execute_cameras(cfg: RunConfig, signals, segmenter=None) -> tuple[dict, int]:
-    """``execute`` for ``cfg.cameras`` (or one source with a deadline): every camera opened
-    (one that does not open is bad input unless ``--allow-missing`` or its ``required:
-    false``), one engine, a lane per camera (multicam.py) with its own sinks in
-    ``DIR/<camera>/``, one summary.json: totals, global stage times, batch sizes and a
-    ``cameras`` section with each camera's counts, frame age, FPS and outputs. One camera with
-    ``--deadline-ms`` keeps the one-camera layout and summary (plus ``deadline``)."""
-    from .config import CameraConfig
-    from .deadline import DeadlineController
-    from .multicam import MultiPipeline
-    from .pipeline import InferenceError, Pipeline
-    from .publish.overlay import Overlay
-    from .publish.rundir import RunDir, describe_holder
-    from .publish.sinks import OutputError
-
-    several = bool(cfg.cameras)
-    check_supported(cfg, several)
-    cameras = list(cfg.cameras) or [CameraConfig("cam0", cfg.source)]
-    sources, missing = open_cameras(cfg, cameras, several)
-    seg = rundir = view = None
-    error = None
-    try:
-        if segmenter is None:
-            seg, model_path = load_segmenter(cfg)
-        else:
-            from .infer.build import model_path as path_of
-
-            seg, model_path = segmenter, path_of(cfg.model.path or None, cfg.model.backend)
-        rundir = RunDir.claim(output_dir(cfg.output), cfg.overwrite,
-                              tuple(sources) if several else ())
-        out = rundir.path
-        if rundir.stale_holder:
-            print(f"drivesegrt: taking over {out} from a run that is gone "
-                  f"({describe_holder(rundir.stale_holder)})", file=sys.stderr)
-        lane_cfg = dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, view=None))
-        view = make_view(cfg) if cfg.sinks.view else None
-        # Pacing is for recorded sources (a live one has its own clock).
-        paced = {c.name: c.pace and not sources[c.name].live for c in cameras
-                 if c.name in sources}
-        lanes = {}
-        for name, source in sources.items():
-            lane_out = out / name if several else out
-            lane_out.mkdir(exist_ok=True)
-            sinks, jsonl = make_sinks(lane_cfg, lane_out, source, name if several else None)
-            if view is not None:
-                sinks.insert(0, view.channel(name) if several else view)
-            overlay = Overlay(seg.class_names, seg.palette, cfg.overlay.alpha,
-                              cfg.overlay.legend, cfg.overlay.hud)
-            lanes[name] = Pipeline(source, seg, overlay, sinks, jsonl, cfg.pipeline.queue_size,
-                                   cfg.max_frames, figures=make_figures(cfg, seg),
-                                   pace=paced[name], name=name if several else None)
-        deadline = None
-        if cfg.deadline.ms is not None:
-            d = cfg.deadline
-            deadline = DeadlineController(
-                d.ms, MultiPipeline.applicable_steps(seg, any(paced.values())),
-                d.window_s, d.hold_s, d.restore_below, d.restore_hold_s)
-        pipeline = MultiPipeline(lanes, seg, deadline, cfg.deadline.input_scale)
-        if view is not None:
-            for name, lane in lanes.items():
-                (view.channel(name) if several else view).set_counters(lane.counters)
-        model = model_info(seg, model_path)          # as configured, before any degrade step
-        signals.attach(pipeline)
-        try:
-            pipeline.run()
-        except (OutputError, InferenceError) as e:
-            error = e
-        if rundir.gone():
-            error = OutputError(f"run directory {out} was removed during the run; its "
-                                f"outputs are lost")
-        core = pipeline.summary()
-        if several:
-            summary = {**core, "missing_cameras": missing}
-        else:                                      # the one-camera summary, plus the budget
-            name = next(iter(lanes))
-            summary = {**core["cameras"][name], "batch": core["batch"],
-                       "deadline": core["deadline"]}
-        summary.update({"model": model, "output_dir": str(out),
-                        "error": None if error is None else str(error),
-                        "config": to_dict(cfg)})
-        error = write_summary(rundir, summary, error)
-    finally:
-        if view is not None:              # (one camera: the lane closed it already; idempotent)
-            view.close()
-        if rundir is not None:
-            rundir.release()
-        for source in sources.values():
-            source.close()
-        if seg is not None and segmenter is None:
-            seg.close()
-            seg.engine.close()
-    if error is not None:
-        return summary, 1
-    return summary, 130 if signals.signum is not None else 0
-
-
-def print_cameras(s: dict) -> None:
-    """The end-of-run table of several cameras: a row per camera, then the global stages."""
-    m = s["model"]
-    print(f"model    {m['path']} ({m['arch']}, {m['backend']}/{m['device']}, input "
-          f"{m['input_size'][0]}x{m['input_size'][1]}, filter {m['filter']}, {m['resize']})")
-    b = s["batch"]
-    print(f"batches  {b['calls']} engine calls, mean batch {b['mean_size']:.2f}, "
-          f"max {b['max_size']}")
-    print(f"{'camera':<12}{'kind':<10}{'size':>10}{'in':>7}{'out':>7}{'drop':>6}{'fail':>6}"
-          f"{'recon':>6}{'FPS':>7}{'age p50':>9}{'age p99':>9}")
-    for name, c in s["cameras"].items():
-        src = c["source"]
-        print(f"{name:<12}{src['kind']:<10}{src['width']:>5}x{src['height']:<4}"
-              f"{c['frames_in']:>7}{c['frames_out']:>7}{c['frames_dropped']:>6}"
-              f"{c['frames_failed']:>6}{c['reconnects']:>6}{c['fps']:>7.1f}"
-              f"{c['frame_age_ms']['p50']:>9.1f}{c['frame_age_ms']['p99']:>9.1f}")
-    for name, why in s["missing_cameras"].items():
-        print(f"{name:<12}missing: {why}")
-    print(f"speed    {s['fps']:.1f} FPS published over all cameras, {s['wall_s']:.2f} s")
-    print(f"{'stage (ms)':<14}{'p50':>9}{'p95':>9}{'p99':>9}")
-    for name, p in [*s["stages_ms"].items(), ("frame age", s["frame_age_ms"])]:
-        print(f"{name:<14}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
-    if "deadline" in s:
-        print(deadline_line(s["deadline"]))
-    print(f"output   {Path(s['output_dir'])}/<camera>/ and "
-          f"{Path(s['output_dir']) / 'summary.json'}")

@@ -24,8 +24,12 @@ ALLOWED = {
     "config": VOCAB | {"engines", "infer", "publish"},
     "train": VOCAB | {"config", "data", "engines", "infer", "models"},
     "bench": VOCAB | {"deploy", "engines", "infer", "models"},
-    "run": VOCAB | {"capture", "config", "deadline", "infer", "multicam", "pipeline", "publish"},
-    "batch": VOCAB | {"capture", "config", "infer", "pipeline", "publish", "run"},
+    "assemble": VOCAB | {"capture", "config", "infer", "publish"},
+    "run_cameras": VOCAB | {"assemble", "capture", "config", "deadline", "infer", "multicam",
+                            "pipeline", "publish"},
+    "run": VOCAB | {"assemble", "capture", "config", "infer", "pipeline", "publish",
+                    "run_cameras"},
+    "batch": VOCAB | {"assemble", "capture", "config", "infer", "pipeline", "publish", "run"},
 }
 
 

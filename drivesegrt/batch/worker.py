@@ -27,11 +27,11 @@ from .ledger import output_manifest, sha256_file
 
 
 class DriveWorker:
-    """Loads the engine once (``run.load_segmenter``), then ``process`` drives with it."""
+    """Loads the engine once (``assemble.load_segmenter``), then ``process`` drives with it."""
 
     def __init__(self, cfg: RunConfig, quiet: bool = True):
         from ..capture import quiet_decoder_logs
-        from ..run import load_segmenter
+        from ..assemble import load_segmenter
 
         if quiet:
             quiet_decoder_logs()
