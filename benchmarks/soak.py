@@ -35,12 +35,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from drivesegrt.assemble import load_segmenter, make_sinks  # noqa: E402
 from drivesegrt.capture import open_source  # noqa: E402
 from drivesegrt.capture.replay import ReplayServer, free_port  # noqa: E402
 from drivesegrt.config import RunConfig, load_dataclass  # noqa: E402
 from drivesegrt.pipeline import Pipeline  # noqa: E402
 from drivesegrt.publish.overlay import Overlay  # noqa: E402
-from drivesegrt.assemble import load_segmenter, make_sinks  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / \
     "udacity_lanelines_solidWhiteRight.mp4"

@@ -93,16 +93,9 @@ class Segmenter:
         self.engine = engine
         self.meta = engine.spec.meta
         self.resize = resize
-        self.input_size = tuple(int(v) for v in (input_size or self.meta.input_size))
-        if len(self.input_size) != 2 or min(self.input_size) < 8:
-            raise ValueError(f"input size must be (height, width) >= 8, got {self.input_size}")
-        fixed = engine.spec.fixed_input_size
-        if fixed is not None and self.input_size != tuple(fixed):
-            h, w = self.input_size
-            what = (f"model.input_size {h}x{w}" if input_size else
-                    f"the model's metadata input_size {h}x{w}")
-            raise ValueError(f"{what}: the model's graph takes a fixed {fixed[0]}x{fixed[1]} "
-                             f"input (export it with --dynamic-hw to run other sizes)")
+        self.input_size = self._checked_size(
+            input_size or self.meta.input_size,
+            "model.input_size" if input_size else "the model's metadata input_size")
         source = LabelSet(self.meta.label_set, self.meta.class_names, self.meta.palette,
                           self.meta.ignore_index)
         lut, target = (None, source) if remap is None else remap_table(source, remap)
@@ -133,15 +126,21 @@ class Segmenter:
     def set_input_size(self, input_size: tuple[int, int]) -> None:
         """Run the model at ``input_size`` (H, W) from the next submit on; ValueError when the
         model's graph takes only its fixed size."""
+        self.input_size = self._checked_size(input_size, "input size")
+        self.reset()                     # smoothing state is at the old model resolution
+
+    def _checked_size(self, input_size, what: str) -> tuple[int, int]:
+        """(H, W) the model can run at; ValueError (``what`` names the setting) when it is
+        not two sides >= 8 or the model's graph takes only its fixed size."""
         size = tuple(int(v) for v in input_size)
-        fixed = self.engine.spec.fixed_input_size
-        if fixed is not None and size != tuple(fixed):
-            raise ValueError(f"input size {size[0]}x{size[1]}: the model's graph takes a fixed "
-                             f"{fixed[0]}x{fixed[1]} input")
         if len(size) != 2 or min(size) < 8:
             raise ValueError(f"input size must be (height, width) >= 8, got {size}")
-        self.input_size = size
-        self.reset()                     # smoothing state is at the old model resolution
+        fixed = self.engine.spec.fixed_input_size
+        if fixed is not None and size != tuple(fixed):
+            raise ValueError(f"{what} {size[0]}x{size[1]}: the model's graph takes a fixed "
+                             f"{fixed[0]}x{fixed[1]} input (export it with --dynamic-hw to run "
+                             f"other sizes)")
+        return size
 
     def _post(self, out, geom) -> np.ndarray:
         try:
